@@ -1,0 +1,129 @@
+"""arrowquant: quantize neural-network weights stored as Arrow tables.
+
+A weight table has one row per tensor: ``layer_name`` (string), ``weights`` (list<float32>) and
+optionally ``shape`` (list<int64>). Any Arrow producer works as input (pyarrow, polars, duckdb,
+arro3, nanoarrow: anything with ``__arrow_c_stream__`` or ``__arrow_c_array__``), without
+copying its buffers; results are pyarrow objects.
+
+>>> import pyarrow as pa, arrowquant as aq
+>>> t = pa.table({"layer_name": ["fc"], "weights": pa.array([[127.0, -2.5, 0.5]], pa.list_(pa.float32()))})
+>>> q = aq.quantize_arrow(t, scheme="int8", group_size=0)
+>>> q.column("q")[0]["codes"].as_py()
+b'\\x7f\\xfd\\x01'
+>>> aq.dequantize_arrow(q).column("weights").to_pylist()
+[[127.0, -3.0, 1.0]]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from . import _internal
+from ._errors import ArrowQuantError, ConfigError, QuantizationError, SchemaError
+
+__version__: str = _internal.__version__
+
+SCHEMES: tuple[str, ...] = tuple(_internal.SCHEMES)
+"""Every scheme name: int8, int8_asym, int4, int4_asym, q8_0, q4_0."""
+
+DEFAULT_GROUP_SIZE: int = _internal.DEFAULT_GROUP_SIZE
+
+__all__ = [
+    "ArrowQuantError",
+    "ConfigError",
+    "DEFAULT_GROUP_SIZE",
+    "QuantizationError",
+    "SCHEMES",
+    "SchemaError",
+    "__version__",
+    "dequantize_arrow",
+    "quantize_arrow",
+    "quantize_arrow_batch",
+    "register",
+    "udfs",
+    "validate_schema",
+]
+
+
+def quantize_arrow(
+    data: Any, scheme: str = "int8", group_size: int | str | None = DEFAULT_GROUP_SIZE
+) -> pa.Table:
+    """Quantize a weight table: ``SELECT <other columns>, quantize(weights, scheme, group_size) AS q``.
+
+    ``data`` is any Arrow stream or batch producer; a stream is read batch by batch, never
+    collected whole, with the GIL released while each batch is quantized. ``group_size`` is a
+    number of elements per scale, ``0`` or ``None`` for one scale per tensor, or
+    ``"per_channel"`` for one scale per row of the innermost dimension (needs ``shape``).
+    q8_0 and q4_0 always use ggml's blocks of 32.
+
+    >>> import pyarrow as pa, arrowquant as aq
+    >>> t = pa.table({"layer_name": ["a", "b"],
+    ...               "weights": pa.array([[1.0, -2.0], [0.5, 0.25]], pa.list_(pa.float32()))})
+    >>> q = aq.quantize_arrow(t, scheme="int4")
+    >>> q.column_names
+    ['layer_name', 'q']
+    >>> [row["scheme"] for row in q.column("q").to_pylist()]
+    ['int4', 'int4']
+    """
+    return pa.table(_internal.quantize_stream(data, scheme, group_size))
+
+
+def quantize_arrow_batch(
+    batch: Any, scheme: str = "int8", group_size: int | str | None = DEFAULT_GROUP_SIZE
+) -> pa.RecordBatch:
+    """Quantize one record batch (see :func:`quantize_arrow`); returns a ``pyarrow.RecordBatch``.
+
+    >>> import pyarrow as pa, arrowquant as aq
+    >>> b = pa.record_batch({"layer_name": ["a"], "weights": pa.array([[7.0, 1.0]], pa.list_(pa.float32()))})
+    >>> aq.quantize_arrow_batch(b, scheme="int4", group_size=32).column("q")[0]["codes"].as_py()
+    b'\\x17'
+    """
+    return pa.record_batch(_internal.quantize_batch(batch, scheme, group_size))
+
+
+def dequantize_arrow(data: Any) -> pa.Table:
+    """Turn a quantized table back into a weight table: ``q`` becomes ``weights`` (list<float32>).
+
+    >>> import pyarrow as pa, arrowquant as aq
+    >>> t = pa.table({"layer_name": ["a"], "weights": pa.array([[0.0, 7.0, -3.5]], pa.list_(pa.float32()))})
+    >>> aq.dequantize_arrow(aq.quantize_arrow(t, "int4")).column("weights").to_pylist()
+    [[0.0, 7.0, -4.0]]
+    """
+    return pa.table(_internal.dequantize_stream(data))
+
+
+def validate_schema(schema: Any) -> None:
+    """Raise :class:`SchemaError` unless ``schema`` is a weight table's (DESIGN.md §1).
+
+    >>> import pyarrow as pa, arrowquant as aq
+    >>> aq.validate_schema(pa.schema({"layer_name": pa.string(), "weights": pa.list_(pa.float32())}))
+    >>> aq.validate_schema(pa.schema({"name": pa.string(), "weights": pa.list_(pa.string())}))
+    Traceback (most recent call last):
+    ...
+    arrowquant.SchemaError: not a weight table: column 'layer_name': expected utf8 (or large_utf8, utf8view), found no such column; column 'weights': expected list<float32> (or large_list, fixed_size_list; float16/float64 items), found List(Utf8). The table has [name: Utf8, weights: List(Utf8)]
+    """
+    if not hasattr(schema, "__arrow_c_schema__"):
+        raise TypeError(f"expected an Arrow schema (__arrow_c_schema__), got {type(schema).__name__}")
+    _internal.validate_schema(schema)
+
+
+def udfs() -> list[Any]:
+    """Every arrowquant SQL function as an object with ``__datafusion_scalar_udf__``."""
+    return list(_internal.udfs())
+
+
+def register(ctx: Any) -> None:
+    """Register every arrowquant SQL function into a ``datafusion.SessionContext``.
+
+    >>> import datafusion, arrowquant as aq
+    >>> ctx = datafusion.SessionContext()
+    >>> aq.register(ctx)
+    >>> ctx.sql("SELECT quantize([7.0, -1.0], 'int4', 0)['codes'] AS c").to_pylist()
+    [{'c': b'\\xf7'}]
+    """
+    import datafusion
+
+    for f in _internal.udfs():
+        ctx.register_udf(datafusion.udf(f))

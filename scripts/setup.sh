@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine for arrowquant: a virtualenv in .venv with the pinned Python packages,
+# then the Rust extension built into it (release profile, the one `cargo test --release` shares).
+# Sourced by scripts/demo.sh and scripts/test.sh; safe to run again (it only does what is missing).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust (rustup) first" >&2; exit 2; }
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+export VIRTUAL_ENV="$PWD/.venv"
+export PATH="$VIRTUAL_ENV/bin:$PATH"
+python -m pip install -q --disable-pip-version-check \
+  "maturin>=1.9.4,<2" "pyarrow>=26,<27" "datafusion==55.0.0" \
+  "pytest>=8" "numpy>=1.26" "gguf==0.19.0" "polars>=1.0"
+# One build profile for everything: maturin builds with `--release` like `cargo test --release`.
+maturin develop --release --quiet

@@ -1,0 +1,229 @@
+//! The pure core: quantization kernels over `&[f32]`, with no DataFusion and no Python.
+//!
+//! [`quantize_into`] appends one tensor's codes, scales and mins to reusable buffers;
+//! [`dequantize_into`] reverses it after checking that the parts agree with each other;
+//! [`error_metrics`] compares a tensor with its reconstruction.
+
+mod ggml;
+mod linear;
+mod metrics;
+mod scan;
+mod scheme;
+
+pub use ggml::gguf_blocks_into;
+pub use metrics::{ErrorMetrics, error_metrics};
+pub use scheme::Scheme;
+
+/// What can go wrong inside a kernel. Element and group indices count from 0 within the tensor.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum KernelError {
+    /// A NaN or infinite weight.
+    #[error("element {index} is {value}, but weights must be finite")]
+    NonFinite {
+        /// Index of the element in its tensor.
+        index: usize,
+        /// The offending value.
+        value: f32,
+    },
+    /// A ggml scheme given a tensor whose length is not a multiple of its block.
+    #[error("{scheme} needs a length that is a multiple of {block}, got {numel} elements")]
+    NotBlockMultiple {
+        /// The scheme.
+        scheme: Scheme,
+        /// Its block size.
+        block: usize,
+        /// The tensor's length.
+        numel: usize,
+    },
+    /// A ggml block scale that does not fit in f16.
+    #[error("{scheme} block {block} has scale {scale}, which overflows f16 (max 65504)")]
+    ScaleOverflow {
+        /// The scheme.
+        scheme: Scheme,
+        /// Index of the block.
+        block: usize,
+        /// The f32 scale.
+        scale: f32,
+    },
+    /// A quantized value whose parts do not agree (given to dequantize).
+    #[error("inconsistent quantized value: {0}")]
+    Inconsistent(String),
+}
+
+/// Growable output of [`quantize_into`]: the codes, scales and mins of every tensor so far.
+#[derive(Debug, Default, Clone)]
+pub struct QuantizedBuffers {
+    /// Packed codes, tensors back to back.
+    pub codes: Vec<u8>,
+    /// One scale per group.
+    pub scales: Vec<f32>,
+    /// One min per group, for asymmetric schemes.
+    pub mins: Vec<f32>,
+    /// Scratch for unpacked 4-bit codes, reused across calls.
+    scratch: Vec<u8>,
+}
+
+/// The number of elements per group that `scheme` uses for a tensor of `numel` elements when
+/// asked for `group_size` (0 = one group per tensor). Never 0.
+pub fn effective_group_size(scheme: Scheme, group_size: usize, numel: usize) -> usize {
+    match scheme.block_size() {
+        Some(block) => block,
+        None if group_size == 0 => numel.max(1),
+        None => group_size,
+    }
+}
+
+/// The value stored in `q.group_size`: the ggml block, or the requested size (0 = per tensor).
+pub fn stored_group_size(scheme: Scheme, group_size: usize) -> usize {
+    scheme.block_size().unwrap_or(group_size)
+}
+
+/// Quantizes one tensor `x` with `scheme` in groups of `group_size` (0 = per tensor), appending
+/// its codes, scales and mins to `out`. On error `out` is left as it was.
+pub fn quantize_into(
+    x: &[f32],
+    scheme: Scheme,
+    group_size: usize,
+    out: &mut QuantizedBuffers,
+) -> Result<(), KernelError> {
+    let lens = (out.codes.len(), out.scales.len(), out.mins.len());
+    let result = quantize_unchecked(x, scheme, group_size, out);
+    if result.is_err() {
+        out.codes.truncate(lens.0);
+        out.scales.truncate(lens.1);
+        out.mins.truncate(lens.2);
+    }
+    result
+}
+
+fn quantize_unchecked(
+    x: &[f32],
+    scheme: Scheme,
+    group_size: usize,
+    out: &mut QuantizedBuffers,
+) -> Result<(), KernelError> {
+    let group = effective_group_size(scheme, group_size, x.len());
+    match scheme {
+        Scheme::Q8_0 => ggml::quantize_q8_0(x, out),
+        Scheme::Q4_0 => ggml::quantize_q4_0(x, out),
+        Scheme::Int8 | Scheme::Int8Asym => {
+            let start = out.codes.len();
+            out.codes.resize(start + x.len(), 0);
+            let codes = &mut out.codes[start..];
+            linear::quantize_groups(x, scheme, group, codes, &mut out.scales, &mut out.mins)
+        }
+        Scheme::Int4 | Scheme::Int4Asym => {
+            let mut scratch = std::mem::take(&mut out.scratch);
+            scratch.clear();
+            scratch.resize(x.len(), 0);
+            let result = linear::quantize_groups(
+                x,
+                scheme,
+                group,
+                &mut scratch,
+                &mut out.scales,
+                &mut out.mins,
+            );
+            if result.is_ok() {
+                linear::pack_nibbles(&scratch, &mut out.codes);
+            }
+            out.scratch = scratch;
+            result
+        }
+    }
+}
+
+/// A borrowed quantized tensor: the fields of one `q` struct.
+#[derive(Debug, Clone, Copy)]
+pub struct QuantizedRef<'a> {
+    /// The scheme.
+    pub scheme: Scheme,
+    /// The stored group size (0 = per tensor).
+    pub group_size: usize,
+    /// Number of weights.
+    pub numel: usize,
+    /// Packed codes.
+    pub codes: &'a [u8],
+    /// One scale per group.
+    pub scales: &'a [f32],
+    /// One min per group for asymmetric schemes.
+    pub mins: Option<&'a [f32]>,
+}
+
+impl QuantizedRef<'_> {
+    /// Checks that codes, scales and mins have the sizes that scheme, group size and numel imply.
+    pub fn validate(&self) -> Result<(), KernelError> {
+        let bad = |msg: String| Err(KernelError::Inconsistent(msg));
+        let scheme = self.scheme;
+        if let Some(block) = scheme.block_size() {
+            if self.group_size != block {
+                return bad(format!(
+                    "{scheme} uses groups of {block}, but group_size is {}",
+                    self.group_size
+                ));
+            }
+            if self.numel % block != 0 {
+                return bad(format!(
+                    "{scheme} needs numel to be a multiple of {block}, got {}",
+                    self.numel
+                ));
+            }
+        }
+        let want_codes = scheme.code_bytes(self.numel);
+        if self.codes.len() != want_codes {
+            return bad(format!(
+                "{scheme} with numel {} needs {want_codes} bytes of codes, got {}",
+                self.numel,
+                self.codes.len()
+            ));
+        }
+        let group = effective_group_size(scheme, self.group_size, self.numel);
+        let groups = self.numel.div_ceil(group);
+        if self.scales.len() != groups {
+            return bad(format!(
+                "numel {} in groups of {group} needs {groups} scales, got {}",
+                self.numel,
+                self.scales.len()
+            ));
+        }
+        match (scheme.is_asymmetric(), self.mins) {
+            (true, Some(m)) if m.len() == groups => {}
+            (true, Some(m)) => {
+                return bad(format!("{scheme} needs {groups} mins, got {}", m.len()));
+            }
+            (true, None) => return bad(format!("{scheme} needs mins, got null")),
+            (false, Some(m)) if !m.is_empty() => {
+                return bad(format!(
+                    "{scheme} is symmetric and takes no mins, got {}",
+                    m.len()
+                ));
+            }
+            (false, _) => {}
+        }
+        Ok(())
+    }
+}
+
+/// Reconstructs the weights of `q`, appending `q.numel` values to `out`.
+pub fn dequantize_into(q: &QuantizedRef<'_>, out: &mut Vec<f32>) -> Result<(), KernelError> {
+    q.validate()?;
+    let start = out.len();
+    out.resize(start + q.numel, 0.0);
+    let dst = &mut out[start..];
+    match q.scheme {
+        Scheme::Q8_0 | Scheme::Q4_0 => ggml::dequantize(q, dst),
+        _ => linear::dequantize(q, dst),
+    }
+    Ok(())
+}
+
+/// Rounds half away from zero, as C's `roundf`, for |v| < 2^31; vectorizes on baseline x86-64.
+#[inline(always)]
+pub(crate) fn round_half_away(v: f32) -> i32 {
+    let t = v as i32;
+    let frac = v - t as f32;
+    t + i32::from(frac >= 0.5) - i32::from(frac <= -0.5)
+}
+
+#[cfg(test)]
+mod tests;

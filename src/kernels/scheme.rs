@@ -1,0 +1,117 @@
+//! The quantization schemes of DESIGN.md §2 and their fixed properties.
+
+use std::fmt;
+
+/// A quantization scheme: how a group of f32 weights becomes codes, a scale and maybe a min.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    /// Symmetric 8-bit: codes in [-127, 127], d = max|x| / 127.
+    Int8,
+    /// Asymmetric 8-bit: codes in [0, 255], m = min x, d = (max x − m) / 255.
+    Int8Asym,
+    /// Symmetric 4-bit: codes in [-7, 7], two per byte.
+    Int4,
+    /// Asymmetric 4-bit: codes in [0, 15], two per byte.
+    Int4Asym,
+    /// GGUF/ggml `Q8_0`: blocks of 32, f16 scale, bit-exact with ggml's reference.
+    Q8_0,
+    /// GGUF/ggml `Q4_0`: blocks of 32, f16 scale, ggml's nibble order.
+    Q4_0,
+}
+
+impl Scheme {
+    /// Every scheme, in the order error messages list them.
+    pub const ALL: [Scheme; 6] = [
+        Scheme::Int8,
+        Scheme::Int8Asym,
+        Scheme::Int4,
+        Scheme::Int4Asym,
+        Scheme::Q8_0,
+        Scheme::Q4_0,
+    ];
+
+    /// The scheme's SQL name (`int8`, `q4_0`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::Int8 => "int8",
+            Scheme::Int8Asym => "int8_asym",
+            Scheme::Int4 => "int4",
+            Scheme::Int4Asym => "int4_asym",
+            Scheme::Q8_0 => "q8_0",
+            Scheme::Q4_0 => "q4_0",
+        }
+    }
+
+    /// Parses a scheme name, case-insensitively; `None` when unknown.
+    pub fn parse(s: &str) -> Option<Scheme> {
+        let s = s.trim();
+        Scheme::ALL
+            .into_iter()
+            .find(|scheme| scheme.name().eq_ignore_ascii_case(s))
+    }
+
+    /// The names of every scheme joined by ", ", for error messages.
+    pub fn names() -> String {
+        Scheme::ALL.map(Scheme::name).join(", ")
+    }
+
+    /// Bits per code.
+    pub fn bits(self) -> u8 {
+        match self {
+            Scheme::Int8 | Scheme::Int8Asym | Scheme::Q8_0 => 8,
+            Scheme::Int4 | Scheme::Int4Asym | Scheme::Q4_0 => 4,
+        }
+    }
+
+    /// Whether the scheme stores a per-group minimum.
+    pub fn is_asymmetric(self) -> bool {
+        matches!(self, Scheme::Int8Asym | Scheme::Int4Asym)
+    }
+
+    /// The fixed block size of the ggml schemes; `None` for the others.
+    pub fn block_size(self) -> Option<usize> {
+        match self {
+            Scheme::Q8_0 | Scheme::Q4_0 => Some(32),
+            _ => None,
+        }
+    }
+
+    /// Bytes of packed codes for `numel` elements.
+    pub fn code_bytes(self, numel: usize) -> usize {
+        match self.bits() {
+            8 => numel,
+            _ => numel.div_ceil(2),
+        }
+    }
+}
+
+impl fmt::Display for Scheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_round_trips_every_name() {
+        for s in Scheme::ALL {
+            assert_eq!(Scheme::parse(s.name()), Some(s));
+            assert_eq!(Scheme::parse(&s.name().to_uppercase()), Some(s));
+        }
+        assert_eq!(Scheme::parse("int3"), None);
+        assert_eq!(
+            Scheme::names(),
+            "int8, int8_asym, int4, int4_asym, q8_0, q4_0"
+        );
+    }
+
+    #[test]
+    fn code_bytes_pack_nibbles() {
+        assert_eq!(Scheme::Int8.code_bytes(5), 5);
+        assert_eq!(Scheme::Int4.code_bytes(5), 3);
+        assert_eq!(Scheme::Q4_0.code_bytes(64), 32);
+    }
+}

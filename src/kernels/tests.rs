@@ -1,0 +1,480 @@
+//! Unit, property and reference tests of the kernels.
+
+use super::*;
+use proptest::prelude::*;
+
+fn quantize(x: &[f32], scheme: Scheme, group: usize) -> QuantizedBuffers {
+    let mut out = QuantizedBuffers::default();
+    quantize_into(x, scheme, group, &mut out).unwrap();
+    out
+}
+
+fn dequantize(x_len: usize, scheme: Scheme, group: usize, q: &QuantizedBuffers) -> Vec<f32> {
+    let r = QuantizedRef {
+        scheme,
+        group_size: stored_group_size(scheme, group),
+        numel: x_len,
+        codes: &q.codes,
+        scales: &q.scales,
+        mins: scheme.is_asymmetric().then_some(&q.mins[..]),
+    };
+    let mut out = Vec::new();
+    dequantize_into(&r, &mut out).unwrap();
+    out
+}
+
+/// Every code of a row as an integer, unpacked (linear schemes and q8_0).
+fn unpacked(scheme: Scheme, codes: &[u8], numel: usize) -> Vec<i32> {
+    (0..numel)
+        .map(|i| match scheme {
+            Scheme::Int8 | Scheme::Q8_0 => i32::from(codes[i] as i8),
+            Scheme::Int8Asym => i32::from(codes[i]),
+            Scheme::Int4 => i32::from(((codes[i / 2] >> (4 * (i % 2))) << 4) as i8 >> 4),
+            Scheme::Int4Asym => i32::from((codes[i / 2] >> (4 * (i % 2))) & 0x0f),
+            Scheme::Q4_0 => {
+                let (b, j) = (i / 32, i % 32);
+                let byte = codes[b * 16 + j % 16];
+                i32::from(if j < 16 { byte & 0x0f } else { byte >> 4 })
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn int8_codes_with_ties() {
+    // max|x| = 127, so d = 1 and x/d = x exactly: ties round away from zero.
+    let x = [127.0, 2.5, -2.5, 0.5, -0.5, 0.4, -126.6, 0.0];
+    let q = quantize(&x, Scheme::Int8, 0);
+    assert_eq!(q.scales, [1.0]);
+    assert!(q.mins.is_empty());
+    let codes: Vec<i8> = q.codes.iter().map(|&c| c as i8).collect();
+    assert_eq!(codes, [127, 3, -3, 1, -1, 0, -127, 0]);
+    assert_eq!(
+        dequantize(8, Scheme::Int8, 0, &q),
+        [127.0, 3.0, -3.0, 1.0, -1.0, 0.0, -127.0, 0.0]
+    );
+}
+
+#[test]
+fn int4_codes_pack_two_per_byte() {
+    let x = [7.0, 2.5, -2.5, 0.5, -0.5, -7.0, 1.4];
+    let q = quantize(&x, Scheme::Int4, 0);
+    assert_eq!(q.scales, [1.0]);
+    // codes 7, 3, -3, 1, -1, -7, 1 as two's complement nibbles, element 2i low.
+    assert_eq!(q.codes, [0x37, 0x1D, 0x9F, 0x01]);
+    assert_eq!(
+        dequantize(7, Scheme::Int4, 0, &q),
+        [7.0, 3.0, -3.0, 1.0, -1.0, -7.0, 1.0]
+    );
+}
+
+#[test]
+fn int8_asym_codes_with_min() {
+    let x = [-10.0, 245.0, -7.5, -9.5, 90.4];
+    let q = quantize(&x, Scheme::Int8Asym, 0);
+    assert_eq!(
+        (q.scales.as_slice(), q.mins.as_slice()),
+        (&[1.0][..], &[-10.0][..])
+    );
+    assert_eq!(q.codes, [0, 255, 3, 1, 100]);
+    assert_eq!(
+        dequantize(5, Scheme::Int8Asym, 0, &q),
+        [-10.0, 245.0, -7.0, -9.0, 90.0]
+    );
+}
+
+#[test]
+fn int4_asym_codes() {
+    let x = [-1.0, 14.0, 1.5, -0.5, 3.49];
+    let q = quantize(&x, Scheme::Int4Asym, 0);
+    assert_eq!(
+        (q.scales.as_slice(), q.mins.as_slice()),
+        (&[1.0][..], &[-1.0][..])
+    );
+    // codes 0, 15, 3 (2.5 rounds up), 1 (0.5 rounds up), 4
+    assert_eq!(q.codes, [0xF0, 0x13, 0x04]);
+}
+
+#[test]
+fn per_group_scales_and_ties() {
+    let x = [127.0, -63.5, 254.0, 127.0, 0.0];
+    let q = quantize(&x, Scheme::Int8, 2);
+    assert_eq!(q.scales, [1.0, 2.0, 0.0]);
+    let codes: Vec<i8> = q.codes.iter().map(|&c| c as i8).collect();
+    assert_eq!(codes, [127, -64, 127, 64, 0]);
+}
+
+#[test]
+fn zero_groups_get_zero_scale_and_codes() {
+    for scheme in Scheme::ALL {
+        let x = [0.0f32; 64];
+        let q = quantize(&x, scheme, 16);
+        assert!(q.scales.iter().all(|&d| d == 0.0), "{scheme}");
+        assert!(
+            q.codes
+                .iter()
+                .all(|&c| c == if scheme == Scheme::Q4_0 { 0x88 } else { 0 }),
+            "{scheme}"
+        );
+        assert!(
+            dequantize(64, scheme, 16, &q).iter().all(|&v| v == 0.0),
+            "{scheme}"
+        );
+    }
+}
+
+#[test]
+fn constant_group_asym_is_exact() {
+    let x = [3.25f32; 5];
+    let q = quantize(&x, Scheme::Int4Asym, 0);
+    assert_eq!((q.scales[0], q.mins[0]), (0.0, 3.25));
+    assert_eq!(dequantize(5, Scheme::Int4Asym, 0, &q), x);
+}
+
+#[test]
+fn q8_0_codes_and_scale() {
+    let mut x = [0.0f32; 32];
+    x[..6].copy_from_slice(&[127.0, 2.5, -2.5, 0.5, -0.49, -127.0]);
+    let q = quantize(&x, Scheme::Q8_0, 0);
+    assert_eq!(q.scales, [1.0]);
+    let codes: Vec<i8> = q.codes[..6].iter().map(|&c| c as i8).collect();
+    assert_eq!(codes, [127, 3, -3, 1, 0, -127]);
+    let mut blocks = Vec::new();
+    let r = QuantizedRef {
+        scheme: Scheme::Q8_0,
+        group_size: 32,
+        numel: 32,
+        codes: &q.codes,
+        scales: &q.scales,
+        mins: None,
+    };
+    gguf_blocks_into(&r, &mut blocks).unwrap();
+    assert_eq!(&blocks[..4], &[0x00, 0x3C, 127, 3]); // f16 1.0 = 0x3C00, little-endian
+    assert_eq!(blocks.len(), 34);
+}
+
+#[test]
+fn q4_0_codes_use_the_signed_max_and_ggml_order() {
+    let mut x = [0.0f32; 32];
+    // The largest magnitude is -8, so d = -8 / -8 = 1 and code = min(15, trunc(x + 8.5)).
+    x[..6].copy_from_slice(&[-8.0, 7.0, 2.5, -2.5, 7.4, -0.6]);
+    x[16] = 8.0; // the same magnitude later loses the tie: d stays 1, code clamps to 15
+    let q = quantize(&x, Scheme::Q4_0, 0);
+    assert_eq!(q.scales, [1.0]);
+    let codes = unpacked(Scheme::Q4_0, &q.codes, 32);
+    assert_eq!(&codes[..6], &[0, 15, 11, 6, 15, 7]);
+    assert_eq!(codes[16], 15);
+    assert_eq!(codes[17], 8);
+    assert_eq!(q.codes[0], 0xF0); // element 0 low nibble, element 16 high nibble
+}
+
+#[test]
+fn ggml_schemes_refuse_partial_blocks() {
+    let mut out = QuantizedBuffers::default();
+    let e = quantize_into(&[1.0; 33], Scheme::Q4_0, 0, &mut out).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "q4_0 needs a length that is a multiple of 32, got 33 elements"
+    );
+    assert!(out.codes.is_empty() && out.scales.is_empty());
+}
+
+#[test]
+fn ggml_scale_overflow_is_an_error() {
+    let e = quantize(&[0.0; 32], Scheme::Q8_0, 0); // fine
+    assert_eq!(e.scales, [0.0]);
+    let mut out = QuantizedBuffers::default();
+    let x = [1e8f32; 32];
+    let e = quantize_into(&x, Scheme::Q8_0, 0, &mut out).unwrap_err();
+    assert!(
+        matches!(e, KernelError::ScaleOverflow { block: 0, .. }),
+        "{e}"
+    );
+}
+
+#[test]
+fn non_finite_error_names_the_element_and_leaves_buffers_alone() {
+    let mut out = QuantizedBuffers::default();
+    quantize_into(&[1.0, 2.0], Scheme::Int8, 0, &mut out).unwrap();
+    let e = quantize_into(&[1.0, 2.0, 3.0, f32::NAN], Scheme::Int4, 2, &mut out).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "element 3 is NaN, but weights must be finite"
+    );
+    assert_eq!((out.codes.len(), out.scales.len()), (2, 1));
+}
+
+#[test]
+fn extreme_ranges_do_not_overflow() {
+    let x = [f32::MAX, -f32::MAX, 0.0, f32::MAX / 2.0];
+    for scheme in [
+        Scheme::Int8,
+        Scheme::Int8Asym,
+        Scheme::Int4,
+        Scheme::Int4Asym,
+    ] {
+        let q = quantize(&x, scheme, 0);
+        let y = dequantize(4, scheme, 0, &q);
+        assert!(y.iter().all(|v| v.is_finite()), "{scheme}: {y:?}");
+        let d = q.scales[0];
+        for (a, b) in x.iter().zip(&y) {
+            assert!(
+                (f64::from(*a) - f64::from(*b)).abs() <= f64::from(d) * 0.5001,
+                "{scheme}"
+            );
+        }
+    }
+}
+
+#[test]
+fn dequantize_rejects_inconsistent_parts() {
+    let codes = [0u8; 3];
+    let scales = [1.0f32];
+    let base = QuantizedRef {
+        scheme: Scheme::Int8,
+        group_size: 0,
+        numel: 4,
+        codes: &codes,
+        scales: &scales,
+        mins: None,
+    };
+    let mut out = Vec::new();
+    let e = dequantize_into(&base, &mut out).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "inconsistent quantized value: int8 with numel 4 needs 4 bytes of codes, got 3"
+    );
+    let e = dequantize_into(
+        &QuantizedRef {
+            numel: 3,
+            group_size: 2,
+            ..base
+        },
+        &mut out,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("needs 2 scales, got 1"), "{e}");
+    let e = dequantize_into(
+        &QuantizedRef {
+            numel: 3,
+            scheme: Scheme::Int8Asym,
+            ..base
+        },
+        &mut out,
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("int8_asym needs mins, got null"),
+        "{e}"
+    );
+    let e = dequantize_into(
+        &QuantizedRef {
+            numel: 7,
+            scheme: Scheme::Int4,
+            ..base
+        },
+        &mut out,
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("int4 with numel 7 needs 4 bytes of codes, got 3"),
+        "{e}"
+    );
+    assert!(out.is_empty());
+}
+
+#[test]
+fn metrics_of_a_known_pair() {
+    let m = error_metrics(&[1.0, 2.0, 2.0], &[1.0, 2.0, 1.0]);
+    assert!((m.mse - 1.0 / 3.0).abs() < 1e-12);
+    assert_eq!(m.max_abs_error, 1.0);
+    assert!((m.sqnr_db - 10.0 * 9f64.log10()).abs() < 1e-12);
+    assert!((m.cosine_similarity - 7.0 / (3.0 * 6f64.sqrt())).abs() < 1e-12);
+    let exact = error_metrics(&[1.0], &[1.0]);
+    assert_eq!(
+        (exact.sqnr_db, exact.cosine_similarity),
+        (f64::INFINITY, 1.0)
+    );
+}
+
+/// Bound on |x − x̂| for one element of a group with stored scale `d` (and f32 scale `d_exact`
+/// before f16 rounding, for the ggml schemes).
+fn error_bound(scheme: Scheme, x: f32, d: f32, m: f32) -> f64 {
+    let (x, d, m) = (f64::from(x).abs(), f64::from(d).abs(), f64::from(m).abs());
+    let float_slack = 4e-7 * (x + m + 256.0 * d) + 1e-30;
+    match scheme {
+        // The f16 scale moves each reconstruction by up to |q|·ulp(d)/2 = 127 · d · 2^-11.
+        Scheme::Q8_0 => d * (0.5 + 127.0 / 2048.0) + float_slack,
+        // Q4_0 maps the signed max to −8 exactly and clamps its opposite at +7: up to a full step.
+        Scheme::Q4_0 => d * (1.0 + 8.0 / 2048.0) + float_slack,
+        _ => d * 0.5 + float_slack,
+    }
+}
+
+fn code_range(scheme: Scheme) -> (i32, i32) {
+    match scheme {
+        Scheme::Int8 => (-127, 127),
+        Scheme::Q8_0 => (-128, 127),
+        Scheme::Int8Asym => (0, 255),
+        Scheme::Int4 => (-7, 7),
+        Scheme::Int4Asym | Scheme::Q4_0 => (0, 15),
+    }
+}
+
+fn weights() -> impl Strategy<Value = Vec<f32>> {
+    let value = prop_oneof![
+        4 => -1.0e3f32..1.0e3,
+        1 => Just(0.0f32),
+        1 => (-100i32..100).prop_map(|k| k as f32 * 0.5),
+        1 => -1.0e-3f32..1.0e-3,
+    ];
+    (0usize..12).prop_flat_map(move |blocks| proptest::collection::vec(value.clone(), blocks * 32))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn every_element_within_half_a_step(
+        x in weights(),
+        scheme in proptest::sample::select(Scheme::ALL.to_vec()),
+        group in proptest::sample::select(vec![0usize, 1, 3, 32, 128]),
+    ) {
+        let q = quantize(&x, scheme, group);
+        let y = dequantize(x.len(), scheme, group, &q);
+        prop_assert_eq!(y.len(), x.len());
+        let g = effective_group_size(scheme, group, x.len());
+        for (i, (&a, &b)) in x.iter().zip(&y).enumerate() {
+            let d = q.scales[i / g];
+            let m = if scheme.is_asymmetric() { q.mins[i / g] } else { 0.0 };
+            let err = (f64::from(a) - f64::from(b)).abs();
+            prop_assert!(err <= error_bound(scheme, a, d, m),
+                "{} group {}: x[{}] = {} came back {} (d = {}, m = {})", scheme, group, i, a, b, d, m);
+        }
+        let (lo, hi) = code_range(scheme);
+        for c in unpacked(scheme, &q.codes, x.len()) {
+            prop_assert!((lo..=hi).contains(&c), "{} code {} outside [{}, {}]", scheme, c, lo, hi);
+        }
+        // Groups that are all zero get scale 0 and codes that reconstruct to 0.
+        for (gi, chunk) in x.chunks(g).enumerate() {
+            if chunk.iter().all(|&v| v == 0.0) {
+                prop_assert_eq!(q.scales[gi], 0.0);
+                prop_assert!(y[gi * g..gi * g + chunk.len()].iter().all(|&v| v == 0.0));
+            }
+        }
+    }
+
+    #[test]
+    fn dequantize_never_panics_on_arbitrary_parts(
+        scheme in proptest::sample::select(Scheme::ALL.to_vec()),
+        group in 0usize..70,
+        numel in 0usize..200,
+        codes in proptest::collection::vec(any::<u8>(), 0..120),
+        scales in proptest::collection::vec(any::<f32>(), 0..10),
+        mins in proptest::option::of(proptest::collection::vec(any::<f32>(), 0..10)),
+    ) {
+        let r = QuantizedRef { scheme, group_size: group, numel, codes: &codes, scales: &scales, mins: mins.as_deref() };
+        let mut out = Vec::new();
+        if dequantize_into(&r, &mut out).is_ok() {
+            prop_assert_eq!(out.len(), numel);
+        }
+        let _ = gguf_blocks_into(&r, &mut Vec::new());
+    }
+}
+
+/// Deterministic test values for the ggml comparison: Gaussian blocks at many scales, with zero
+/// blocks, exact ties, magnitude ties, single spikes and near-f16-limit extremes.
+fn reference_values(n_blocks: usize) -> Vec<f32> {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut uniform = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let mut x = Vec::with_capacity(n_blocks * 32);
+    for b in 0..n_blocks {
+        let scale = 10f64.powf(uniform() * 8.0 - 5.0); // 1e-5 .. 1e3
+        match b % 16 {
+            0 => x.extend([0.0f32; 32]),
+            1 => x.extend((0..32).map(|j| (j as f32 - 16.0) + 0.5)), // x*id hits k + 0.5
+            2 => x.extend((0..32).map(|j| {
+                if j == 7 {
+                    -127.0
+                } else {
+                    ((j * 37) % 255) as f32 * 0.5 - 63.5
+                }
+            })),
+            3 => x.extend((0..32).map(|j| if j % 2 == 0 { 4.0 } else { -4.0 })), // magnitude ties
+            4 => x.extend((0..32).map(|j| if j == 31 { scale as f32 } else { 0.0 })),
+            5 => x.extend((0..32).map(|j| (j as f32 - 15.5) * 3.2e4)), // q4_0 scale near f16's max
+            6 => x.extend((0..32).map(|j| (j as f32 - 15.5) * 1.0e-7)), // f16 subnormal scales
+            _ => x.extend((0..32).map(|_| {
+                let (u1, u2) = (uniform().max(1e-300), uniform());
+                ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos() * scale) as f32
+            })),
+        }
+    }
+    x
+}
+
+/// Byte-for-byte comparison with `gguf.quants` (the numpy port of ggml's reference quantizers)
+/// on 2^20 values. Needs a Python with `gguf` and `numpy`: `$ARROWQUANT_PYTHON` or `python3`.
+#[test]
+fn q8_0_and_q4_0_match_gguf_quants_byte_for_byte() {
+    let n_blocks = 1 << 15; // 2^20 values
+    let x = reference_values(n_blocks);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("x.f32");
+    std::fs::write(
+        &input,
+        x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let python = std::env::var("ARROWQUANT_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = r#"
+import sys, numpy as np
+from gguf.quants import quantize
+from gguf.constants import GGMLQuantizationType as T
+x = np.fromfile(sys.argv[1], dtype="<f4").reshape(-1, 32)
+with np.errstate(all="ignore"):
+    quantize(x, T.Q8_0).tofile(sys.argv[1] + ".q8_0")
+    quantize(x, T.Q4_0).tofile(sys.argv[1] + ".q4_0")
+"#;
+    let status = std::process::Command::new(&python)
+        .args(["-c", script, input.to_str().unwrap()])
+        .status()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {python}: {e}; set ARROWQUANT_PYTHON to a Python with gguf")
+        });
+    assert!(
+        status.success(),
+        "{python} with gguf.quants failed; install gguf==0.19.0 and numpy"
+    );
+    for (scheme, ext) in [(Scheme::Q8_0, "q8_0"), (Scheme::Q4_0, "q4_0")] {
+        let want = std::fs::read(dir.path().join(format!("x.f32.{ext}"))).unwrap();
+        let q = quantize(&x, scheme, 32);
+        let r = QuantizedRef {
+            scheme,
+            group_size: 32,
+            numel: x.len(),
+            codes: &q.codes,
+            scales: &q.scales,
+            mins: None,
+        };
+        let mut got = Vec::new();
+        gguf_blocks_into(&r, &mut got).unwrap();
+        assert_eq!(got.len(), want.len(), "{scheme}");
+        let per_block = got.len() / n_blocks;
+        if let Some(i) = (0..got.len()).find(|&i| got[i] != want[i]) {
+            let b = i / per_block;
+            panic!(
+                "{scheme}: byte {i} (block {b}) differs: ours {:?}, gguf {:?}, input {:?}",
+                &got[b * per_block..(b + 1) * per_block],
+                &want[b * per_block..(b + 1) * per_block],
+                &x[b * 32..(b + 1) * 32]
+            );
+        }
+    }
+}

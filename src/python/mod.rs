@@ -1,0 +1,223 @@
+//! The Python bindings (`arrowquant._internal`): Arrow PyCapsule interface in and out through
+//! pyo3-arrow, the SQL functions as datafusion-ffi capsules, kernels run with the GIL released.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch, RecordBatchReader};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::logical_expr::ScalarUDF;
+use datafusion_ffi::udf::FFI_ScalarUDF;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyCapsule;
+use pyo3_arrow::input::AnyRecordBatch;
+use pyo3_arrow::{PyArray, PyRecordBatch, PySchema, PyTable};
+
+use crate::error::Error;
+use crate::kernels::Scheme;
+use crate::table::{self, Group, QuantizeOptions};
+
+/// Raises `err` as the `arrowquant` exception of its kind.
+fn to_py(py: Python<'_>, err: Error) -> PyErr {
+    let class = match &err {
+        Error::Schema(_) => "SchemaError",
+        Error::Data(_) => "QuantizationError",
+        Error::Config(_) => "ConfigError",
+        _ => "ArrowQuantError",
+    };
+    let exc = py
+        .import("arrowquant._errors")
+        .and_then(|m| m.getattr(class))
+        .and_then(|cls| cls.call1((err.to_string(),)));
+    match exc {
+        Ok(exc) => PyErr::from_value(exc),
+        Err(e) => e,
+    }
+}
+
+/// A SQL function of arrowquant, handed to datafusion-python as an FFI capsule.
+#[pyclass(frozen, name = "ScalarUdf", module = "arrowquant._internal")]
+struct PyScalarUdf {
+    udf: Arc<ScalarUDF>,
+}
+
+#[pymethods]
+impl PyScalarUdf {
+    /// The function's SQL name.
+    #[getter]
+    fn name(&self) -> String {
+        self.udf.name().to_string()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("ScalarUdf({})", self.udf.name())
+    }
+
+    /// The datafusion-ffi capsule (`datafusion_scalar_udf`) that `datafusion.udf(obj)` reads.
+    fn __datafusion_scalar_udf__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyCapsule>> {
+        let ffi = FFI_ScalarUDF::from(Arc::clone(&self.udf));
+        PyCapsule::new_with_value(py, ffi, c"datafusion_scalar_udf")
+    }
+}
+
+/// Every SQL function, in the one list that `arrowquant.register` loops over.
+#[pyfunction]
+fn udfs() -> Vec<PyScalarUdf> {
+    crate::functions()
+        .into_iter()
+        .map(|udf| PyScalarUdf { udf })
+        .collect()
+}
+
+fn options(scheme: &str, group_size: Option<&Bound<'_, PyAny>>) -> Result<QuantizeOptions, Error> {
+    let scheme = Scheme::parse(scheme).ok_or_else(|| {
+        Error::Config(format!(
+            "scheme: expected one of {}, got '{scheme}'",
+            Scheme::names()
+        ))
+    })?;
+    let group = match group_size {
+        None => Group::PerTensor,
+        Some(g) if g.is_none() => Group::PerTensor,
+        Some(g) => {
+            if let Ok(s) = g.extract::<String>() {
+                if s == "per_channel" {
+                    Group::PerChannel
+                } else {
+                    return Err(Error::Config(format!(
+                        "group_size: expected a non-negative integer, None or 'per_channel', got '{s}'"
+                    )));
+                }
+            } else {
+                match g.extract::<i64>() {
+                    Ok(0) => Group::PerTensor,
+                    Ok(n) if n > 0 && n <= i64::from(i32::MAX) => Group::Size(n as usize),
+                    _ => {
+                        return Err(Error::Config(format!(
+                            "group_size: expected a non-negative integer, None or 'per_channel', got {g}"
+                        )));
+                    }
+                }
+            }
+        }
+    };
+    if let (Some(block), Group::Size(n)) = (scheme.block_size(), group)
+        && n != block
+        && group_size.is_some_and(|g| !g.is_none())
+        && n != crate::udf::DEFAULT_GROUP_SIZE
+    {
+        return Err(Error::Config(format!(
+            "group_size: {scheme} uses fixed blocks of {block}, got {n}"
+        )));
+    }
+    Ok(QuantizeOptions { scheme, group })
+}
+
+/// Runs `f` over every batch of `data`, the GIL released around each batch and Ctrl-C honoured
+/// between batches; returns the results as a table with `schema`.
+fn map_stream(
+    py: Python<'_>,
+    data: AnyRecordBatch,
+    schema_of: fn(&datafusion::arrow::datatypes::Schema) -> datafusion::arrow::datatypes::SchemaRef,
+    f: impl Fn(&RecordBatch) -> Result<RecordBatch, Error> + Sync,
+) -> PyResult<PyTable> {
+    let mut reader: Box<dyn RecordBatchReader + Send> = data.into_reader()?;
+    let schema = schema_of(reader.schema().as_ref());
+    let mut out = Vec::new();
+    loop {
+        py.check_signals()?;
+        let Some(batch) = reader.next() else { break };
+        let batch = batch.map_err(|e| to_py(py, Error::Arrow(e)))?;
+        let result = py.detach(|| f(&batch)).map_err(|e| to_py(py, e))?;
+        out.push(result);
+    }
+    PyTable::try_new(out, schema)
+}
+
+/// Quantizes every batch of an Arrow stream (any `__arrow_c_stream__`/`__arrow_c_array__`
+/// producer) into a table: other columns, then `q`.
+#[pyfunction]
+#[pyo3(signature = (data, scheme = "int8", group_size = None))]
+fn quantize_stream(
+    py: Python<'_>,
+    data: AnyRecordBatch,
+    scheme: &str,
+    group_size: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PyTable> {
+    let opts = options(scheme, group_size).map_err(|e| to_py(py, e))?;
+    if let Ok(schema) = data.schema() {
+        table::validate_schema(&schema).map_err(|e| to_py(py, e))?;
+    }
+    map_stream(py, data, table::quantized_schema, |b| {
+        table::quantize_batch(b, &opts)
+    })
+}
+
+/// Quantizes one record batch.
+#[pyfunction]
+#[pyo3(signature = (batch, scheme = "int8", group_size = None))]
+fn quantize_batch(
+    py: Python<'_>,
+    batch: PyRecordBatch,
+    scheme: &str,
+    group_size: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PyRecordBatch> {
+    let opts = options(scheme, group_size).map_err(|e| to_py(py, e))?;
+    let batch = batch.into_inner();
+    let out = py
+        .detach(|| table::quantize_batch(&batch, &opts))
+        .map_err(|e| to_py(py, e))?;
+    Ok(PyRecordBatch::new(out))
+}
+
+/// Dequantizes every batch of a quantized stream: `q` becomes `weights` again.
+#[pyfunction]
+fn dequantize_stream(py: Python<'_>, data: AnyRecordBatch) -> PyResult<PyTable> {
+    map_stream(py, data, table::dequantized_schema, table::dequantize_batch)
+}
+
+/// Checks that a schema is a weight table's; raises `SchemaError` listing what is wrong.
+#[pyfunction]
+fn validate_schema(py: Python<'_>, schema: PySchema) -> PyResult<()> {
+    table::validate_schema(schema.into_inner().as_ref()).map_err(|e| to_py(py, e))
+}
+
+/// The address of the float32 values buffer that Rust reads for a list array's weights, for
+/// the zero-copy tests (compare with pyarrow's `buffers()[i].address`).
+#[pyfunction]
+fn weights_values_address(array: PyArray) -> PyResult<usize> {
+    let (array, _) = array.into_inner();
+    let values = match array.data_type() {
+        DataType::List(_) => array.as_list::<i32>().values().clone(),
+        DataType::LargeList(_) => array.as_list::<i64>().values().clone(),
+        DataType::FixedSizeList(_, _) => array.as_fixed_size_list().values().clone(),
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "expected a list array, got {other}"
+            )));
+        }
+    };
+    let data = values.to_data();
+    let Some(buffer) = data.buffers().first() else {
+        return Err(PyValueError::new_err(
+            "the list's values have no data buffer",
+        ));
+    };
+    Ok(buffer.as_ptr() as usize)
+}
+
+/// The native module behind the `arrowquant` package.
+#[pymodule]
+fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("SCHEMES", Scheme::ALL.map(Scheme::name).to_vec())?;
+    m.add("DEFAULT_GROUP_SIZE", crate::udf::DEFAULT_GROUP_SIZE)?;
+    m.add_class::<PyScalarUdf>()?;
+    m.add_function(wrap_pyfunction!(udfs, m)?)?;
+    m.add_function(wrap_pyfunction!(quantize_stream, m)?)?;
+    m.add_function(wrap_pyfunction!(quantize_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(dequantize_stream, m)?)?;
+    m.add_function(wrap_pyfunction!(validate_schema, m)?)?;
+    m.add_function(wrap_pyfunction!(weights_values_address, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,65 @@
+//! The SQL functions, one file each, and the one entry point that registers them all.
+
+pub(crate) mod common;
+mod dequantize;
+mod gguf_blocks;
+mod quantization_error;
+mod quantize;
+
+use std::sync::Arc;
+
+use datafusion::execution::context::SessionContext;
+use datafusion::logical_expr::{DocSection, ScalarUDF};
+
+pub use common::{q_fields, q_type};
+pub use dequantize::{Dequantize, dequantize_rows};
+pub use gguf_blocks::GgufBlocks;
+pub use quantization_error::QuantizationError;
+pub use quantize::{DEFAULT_GROUP_SIZE, DEFAULT_SCHEME, Quantize, quantize_rows};
+
+/// The documentation section every arrowquant function belongs to.
+pub(crate) fn doc_section() -> DocSection {
+    DocSection {
+        include: true,
+        label: "Quantization Functions",
+        description: Some("arrowquant: quantize neural-network weights stored as Arrow lists."),
+    }
+}
+
+/// Every scalar function of arrowquant: the one list that Rust, Python and the docs use.
+pub fn functions() -> Vec<Arc<ScalarUDF>> {
+    vec![
+        Arc::new(ScalarUDF::from(Quantize::default())),
+        Arc::new(ScalarUDF::from(Dequantize::default())),
+        Arc::new(ScalarUDF::from(QuantizationError::default())),
+        Arc::new(ScalarUDF::from(GgufBlocks::default())),
+    ]
+}
+
+/// Registers every arrowquant SQL function into `ctx`.
+pub fn register_all(ctx: &SessionContext) {
+    for f in functions() {
+        ctx.register_udf(f.as_ref().clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    #[test]
+    fn names_are_unique_and_documented() {
+        let mut seen = HashSet::new();
+        for f in super::functions() {
+            assert!(seen.insert(f.name().to_string()), "{} twice", f.name());
+            for alias in f.aliases() {
+                assert!(seen.insert(alias.clone()), "alias {alias} twice");
+            }
+            assert!(
+                f.documentation().is_some(),
+                "{} has no documentation",
+                f.name()
+            );
+        }
+    }
+}
