@@ -11,7 +11,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use crate::error::{Error, Result};
 use crate::kernels::Scheme;
 use crate::udf::common::{NumArg, QRows, RowError, StrArg, WeightRows, f32_item, q_type};
-use crate::udf::{dequantize_rows, quantize_rows};
+use crate::udf::{dequantize_rows, quantize_rows, quantize_rows_to_target};
 
 /// The column names of a weight table.
 pub const LAYER_NAME: &str = "layer_name";
@@ -31,15 +31,21 @@ pub enum Group {
     Size(usize),
     /// One group per output channel: the innermost dimension, `shape[-1]`.
     PerChannel,
+    /// This many contiguous groups per tensor: groups of ceil(numel / n) (the seed's
+    /// `num_time_groups`).
+    Count(usize),
 }
 
 /// What `quantize_batch` does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct QuantizeOptions {
     /// The scheme.
     pub scheme: Scheme,
     /// The grouping.
     pub group: Group,
+    /// When set, each row gets the narrowest of int2/int4/int8 that reaches this cosine
+    /// similarity (`quantize_to_target`) and `scheme` is ignored.
+    pub min_cosine: Option<f64>,
 }
 
 fn is_string(t: &DataType) -> bool {
@@ -230,9 +236,20 @@ pub fn quantize_batch(batch: &RecordBatch, opts: &QuantizeOptions) -> Result<Rec
                 )));
             }
         },
+        Group::Count(n) => NumArg::Column(Float64Array::from(
+            (0..rows.len())
+                .map(|i| {
+                    let numel = rows.row(i).ok().flatten().map_or(0, <[f32]>::len);
+                    Some(numel.div_ceil(n.max(1)) as f64)
+                })
+                .collect::<Vec<_>>(),
+        )),
     };
-    let scheme = StrArg::Const(Some(opts.scheme.name().to_string()));
-    let q = quantize_rows(&rows, &scheme, &group).map_err(|e| data_error(batch, e))?;
+    let q = match opts.min_cosine {
+        Some(t) => quantize_rows_to_target(&rows, &NumArg::Const(Some(t)), &group),
+        None => quantize_rows(&rows, &StrArg::Const(Some(opts.scheme.name().to_string())), &group),
+    }
+    .map_err(|e| data_error(batch, e))?;
     let schema = quantized_schema(batch.schema_ref());
     let mut columns: Vec<ArrayRef> = batch
         .schema_ref()

@@ -22,16 +22,18 @@ import pyarrow as pa
 
 from . import _internal
 from ._errors import ArrowQuantError, ConfigError, QuantizationError, SchemaError
+from ._seed import ArrowQuantV2
 
 __version__: str = _internal.__version__
 
 SCHEMES: tuple[str, ...] = tuple(_internal.SCHEMES)
-"""Every scheme name: int8, int8_asym, int4, int4_asym, q8_0, q4_0."""
+"""Every scheme name: int8, int8_asym, int4, int4_asym, int2, int2_asym, q8_0, q4_0."""
 
 DEFAULT_GROUP_SIZE: int = _internal.DEFAULT_GROUP_SIZE
 
 __all__ = [
     "ArrowQuantError",
+    "ArrowQuantV2",
     "ConfigError",
     "DEFAULT_GROUP_SIZE",
     "QuantizationError",
@@ -42,6 +44,7 @@ __all__ = [
     "quantize_arrow",
     "quantize_arrow_batch",
     "register",
+    "summarize",
     "udfs",
     "validate_schema",
 ]
@@ -107,6 +110,23 @@ def validate_schema(schema: Any) -> None:
     if not hasattr(schema, "__arrow_c_schema__"):
         raise TypeError(f"expected an Arrow schema (__arrow_c_schema__), got {type(schema).__name__}")
     _internal.validate_schema(schema)
+
+
+def summarize(original: Any, quantized: Any) -> pa.Table:
+    """Per layer: scheme, numel, bytes before and after, ``compression_ratio``, ``mse``,
+    ``max_abs_error``, ``sqnr_db`` and ``cosine_similarity`` of ``quantized`` against
+    ``original`` (joined on ``layer_name``). The whole model's ``compression_ratio`` and
+    ``cosine_similarity`` are in the schema metadata.
+
+    >>> import pyarrow as pa, arrowquant as aq
+    >>> t = pa.table({"layer_name": ["a"], "weights": pa.array([[1.0, -1.0, 0.5, 0.0]], pa.list_(pa.float32()))})
+    >>> s = aq.summarize(t, aq.quantize_arrow(t, "int8"))
+    >>> s.column("bytes_before")[0].as_py(), s.column("bytes_after")[0].as_py()
+    (16, 8)
+    >>> float(s.schema.metadata[b"compression_ratio"])
+    2.0
+    """
+    return pa.table(_internal.summarize(original, quantized))
 
 
 def udfs() -> list[Any]:

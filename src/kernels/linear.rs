@@ -1,4 +1,5 @@
-//! The linear schemes `int8`, `int8_asym`, `int4`, `int4_asym`: one scale (and min) per group.
+//! The linear schemes `int8`, `int8_asym`, `int4`, `int4_asym`, `int2`, `int2_asym`: one scale
+//! (and min) per group.
 
 use super::scan::{abs_max, min_max};
 use super::{KernelError, QuantizedRef, Scheme, effective_group_size, round_half_away};
@@ -9,7 +10,9 @@ fn levels(scheme: Scheme) -> f32 {
         Scheme::Int8 => 127.0,
         Scheme::Int4 => 7.0,
         Scheme::Int8Asym => 255.0,
-        _ => 15.0,
+        Scheme::Int4Asym => 15.0,
+        Scheme::Int2 => 1.0,
+        _ => 3.0,
     }
 }
 
@@ -86,12 +89,30 @@ pub fn pack_nibbles(codes: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+/// Packs one code per byte into four per byte, element 4i in bits 0–1, appending to `out`.
+pub fn pack_crumbs(codes: &[u8], out: &mut Vec<u8>) {
+    out.reserve(codes.len().div_ceil(4));
+    out.extend(codes.chunks(4).map(|c| {
+        c.iter()
+            .enumerate()
+            .fold(0u8, |byte, (k, &code)| byte | ((code & 0b11) << (2 * k)))
+    }));
+}
+
 /// Code `i` of `q` as an integer: signed for symmetric schemes, unsigned otherwise.
 #[inline(always)]
 fn code_at(codes: &[u8], scheme: Scheme, i: usize) -> f32 {
     match scheme {
         Scheme::Int8 => f32::from(codes[i] as i8),
         Scheme::Int8Asym => f32::from(codes[i]),
+        Scheme::Int2 | Scheme::Int2Asym => {
+            let crumb = (codes[i / 4] >> (2 * (i % 4))) & 0b11;
+            if scheme == Scheme::Int2 {
+                f32::from(((crumb << 6) as i8) >> 6)
+            } else {
+                f32::from(crumb)
+            }
+        }
         _ => {
             let byte = codes[i / 2];
             let nib = if i % 2 == 0 { byte & 0x0f } else { byte >> 4 };

@@ -112,7 +112,7 @@ fn quantize_unchecked(
             let codes = &mut out.codes[start..];
             linear::quantize_groups(x, scheme, group, codes, &mut out.scales, &mut out.mins)
         }
-        Scheme::Int4 | Scheme::Int4Asym => {
+        Scheme::Int4 | Scheme::Int4Asym | Scheme::Int2 | Scheme::Int2Asym => {
             let mut scratch = std::mem::take(&mut out.scratch);
             scratch.clear();
             scratch.resize(x.len(), 0);
@@ -125,12 +125,80 @@ fn quantize_unchecked(
                 &mut out.mins,
             );
             if result.is_ok() {
-                linear::pack_nibbles(&scratch, &mut out.codes);
+                if scheme.bits() == 4 {
+                    linear::pack_nibbles(&scratch, &mut out.codes);
+                } else {
+                    linear::pack_crumbs(&scratch, &mut out.codes);
+                }
             }
             out.scratch = scratch;
             result
         }
     }
+}
+
+/// The widths `quantize_to_target` tries, narrowest first.
+pub const TARGET_LADDER: [Scheme; 3] = [Scheme::Int2, Scheme::Int4, Scheme::Int8];
+
+/// Quantizes `x` with the narrowest scheme of [`TARGET_LADDER`] whose reconstruction has a
+/// cosine similarity of at least `min_cosine` with `x` (`int8` when none does), appending to
+/// `out` like [`quantize_into`]; returns the scheme chosen. One quantize-and-compare pass per
+/// width tried.
+pub fn quantize_to_target(
+    x: &[f32],
+    min_cosine: f64,
+    group_size: usize,
+    out: &mut QuantizedBuffers,
+) -> Result<Scheme, KernelError> {
+    let mut restored = Vec::new();
+    for (k, scheme) in TARGET_LADDER.into_iter().enumerate() {
+        let lens = (out.codes.len(), out.scales.len(), out.mins.len());
+        quantize_into(x, scheme, group_size, out)?;
+        if k + 1 == TARGET_LADDER.len() {
+            return Ok(scheme);
+        }
+        let q = QuantizedRef {
+            scheme,
+            group_size: stored_group_size(scheme, group_size),
+            numel: x.len(),
+            codes: &out.codes[lens.0..],
+            scales: &out.scales[lens.1..],
+            mins: scheme.is_asymmetric().then(|| &out.mins[lens.2..]),
+        };
+        restored.clear();
+        dequantize_into(&q, &mut restored)?;
+        if error_metrics(x, &restored).cosine_similarity >= min_cosine {
+            return Ok(scheme);
+        }
+        out.codes.truncate(lens.0);
+        out.scales.truncate(lens.1);
+        out.mins.truncate(lens.2);
+    }
+    Ok(Scheme::Int8)
+}
+
+/// Shannon entropy in bits of the histogram of `x` in `bins` equal-width bins between its min
+/// and max (0 for a constant or empty tensor).
+pub fn weight_entropy(x: &[f32], bins: usize) -> Result<f64, KernelError> {
+    let (lo, hi) = scan::min_max(x, 0)?;
+    if x.is_empty() || lo == hi || bins <= 1 {
+        return Ok(0.0);
+    }
+    let (lo, width) = (f64::from(lo), (f64::from(hi) - f64::from(lo)) / bins as f64);
+    let mut counts = vec![0u64; bins];
+    for &v in x {
+        let b = ((f64::from(v) - lo) / width) as usize;
+        counts[b.min(bins - 1)] += 1;
+    }
+    let n = x.len() as f64;
+    Ok(counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f64 / n;
+            -p * p.log2()
+        })
+        .sum())
 }
 
 /// A borrowed quantized tensor: the fields of one `q` struct.

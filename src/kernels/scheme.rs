@@ -13,6 +13,10 @@ pub enum Scheme {
     Int4,
     /// Asymmetric 4-bit: codes in [0, 15], two per byte.
     Int4Asym,
+    /// Ternary 2-bit: codes in [-1, 1], d = max|x|, four per byte.
+    Int2,
+    /// Asymmetric 2-bit: codes in [0, 3], m = min x, d = (max x − m) / 3, four per byte.
+    Int2Asym,
     /// GGUF/ggml `Q8_0`: blocks of 32, f16 scale, bit-exact with ggml's reference.
     Q8_0,
     /// GGUF/ggml `Q4_0`: blocks of 32, f16 scale, ggml's nibble order.
@@ -21,11 +25,13 @@ pub enum Scheme {
 
 impl Scheme {
     /// Every scheme, in the order error messages list them.
-    pub const ALL: [Scheme; 6] = [
+    pub const ALL: [Scheme; 8] = [
         Scheme::Int8,
         Scheme::Int8Asym,
         Scheme::Int4,
         Scheme::Int4Asym,
+        Scheme::Int2,
+        Scheme::Int2Asym,
         Scheme::Q8_0,
         Scheme::Q4_0,
     ];
@@ -37,6 +43,8 @@ impl Scheme {
             Scheme::Int8Asym => "int8_asym",
             Scheme::Int4 => "int4",
             Scheme::Int4Asym => "int4_asym",
+            Scheme::Int2 => "int2",
+            Scheme::Int2Asym => "int2_asym",
             Scheme::Q8_0 => "q8_0",
             Scheme::Q4_0 => "q4_0",
         }
@@ -60,12 +68,13 @@ impl Scheme {
         match self {
             Scheme::Int8 | Scheme::Int8Asym | Scheme::Q8_0 => 8,
             Scheme::Int4 | Scheme::Int4Asym | Scheme::Q4_0 => 4,
+            Scheme::Int2 | Scheme::Int2Asym => 2,
         }
     }
 
     /// Whether the scheme stores a per-group minimum.
     pub fn is_asymmetric(self) -> bool {
-        matches!(self, Scheme::Int8Asym | Scheme::Int4Asym)
+        matches!(self, Scheme::Int8Asym | Scheme::Int4Asym | Scheme::Int2Asym)
     }
 
     /// The fixed block size of the ggml schemes; `None` for the others.
@@ -80,7 +89,8 @@ impl Scheme {
     pub fn code_bytes(self, numel: usize) -> usize {
         match self.bits() {
             8 => numel,
-            _ => numel.div_ceil(2),
+            4 => numel.div_ceil(2),
+            _ => numel.div_ceil(4),
         }
     }
 }
@@ -104,7 +114,7 @@ mod tests {
         assert_eq!(Scheme::parse("int3"), None);
         assert_eq!(
             Scheme::names(),
-            "int8, int8_asym, int4, int4_asym, q8_0, q4_0"
+            "int8, int8_asym, int4, int4_asym, int2, int2_asym, q8_0, q4_0"
         );
     }
 
@@ -113,5 +123,6 @@ mod tests {
         assert_eq!(Scheme::Int8.code_bytes(5), 5);
         assert_eq!(Scheme::Int4.code_bytes(5), 3);
         assert_eq!(Scheme::Q4_0.code_bytes(64), 32);
+        assert_eq!(Scheme::Int2.code_bytes(5), 2);
     }
 }

@@ -31,6 +31,8 @@ fn unpacked(scheme: Scheme, codes: &[u8], numel: usize) -> Vec<i32> {
             Scheme::Int8Asym => i32::from(codes[i]),
             Scheme::Int4 => i32::from(((codes[i / 2] >> (4 * (i % 2))) << 4) as i8 >> 4),
             Scheme::Int4Asym => i32::from((codes[i / 2] >> (4 * (i % 2))) & 0x0f),
+            Scheme::Int2 => i32::from(((codes[i / 4] >> (2 * (i % 4))) << 6) as i8 >> 6),
+            Scheme::Int2Asym => i32::from((codes[i / 4] >> (2 * (i % 4))) & 0b11),
             Scheme::Q4_0 => {
                 let (b, j) = (i / 32, i % 32);
                 let byte = codes[b * 16 + j % 16];
@@ -93,6 +95,27 @@ fn int4_asym_codes() {
     );
     // codes 0, 15, 3 (2.5 rounds up), 1 (0.5 rounds up), 4
     assert_eq!(q.codes, [0xF0, 0x13, 0x04]);
+}
+
+#[test]
+fn int2_is_ternary_four_per_byte() {
+    // d = max|x| = 2: x/d = 1, 0.25 -> 0, -0.25 -> 0 (|v| < 0.5), -0.5 -> -1 (tie away), -1
+    let x = [2.0, 0.5, -0.5, -1.0, -2.0];
+    let q = quantize(&x, Scheme::Int2, 0);
+    assert_eq!(q.scales, [2.0]);
+    // codes 1, 0, 0 (-0.25), -1 (-0.5 rounds away), -1 as 2-bit crumbs, element 4i lowest
+    assert_eq!(q.codes, [0b11_00_00_01, 0b11]);
+    assert_eq!(dequantize(5, Scheme::Int2, 0, &q), [2.0, 0.0, -0.0, -2.0, -2.0]);
+}
+
+#[test]
+fn int2_asym_codes() {
+    // m = -1, d = (5 - -1) / 3 = 2: (x - m)/d = 0, 3, 1.5 -> 2, 0.75 -> 1, 0.25 -> 0
+    let x = [-1.0, 5.0, 2.0, 0.5, -0.5];
+    let q = quantize(&x, Scheme::Int2Asym, 0);
+    assert_eq!((q.scales.as_slice(), q.mins.as_slice()), (&[2.0][..], &[-1.0][..]));
+    assert_eq!(q.codes, [0b01_10_11_00, 0b00]);
+    assert_eq!(dequantize(5, Scheme::Int2Asym, 0, &q), [-1.0, 5.0, 3.0, 1.0, -1.0]);
 }
 
 #[test]
@@ -285,6 +308,47 @@ fn dequantize_rejects_inconsistent_parts() {
 }
 
 #[test]
+fn quantize_to_target_picks_the_narrowest_width_that_reaches_the_target() {
+    // A ternary tensor is exact in int2.
+    let ternary: Vec<f32> = (0..256).map(|i| [0.5, 0.0, -0.5][i % 3]).collect();
+    let mut out = QuantizedBuffers::default();
+    assert_eq!(quantize_to_target(&ternary, 0.999, 0, &mut out), Ok(Scheme::Int2));
+    assert_eq!(out.codes.len(), 64);
+    // A heavy-tailed tensor (one huge outlier per tensor) needs int8 for 0.99.
+    let mut heavy: Vec<f32> = (0..256).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+    heavy[7] = 400.0;
+    heavy[100] = -300.0;
+    let cosine = |scheme: Scheme, out: &QuantizedBuffers| {
+        let q = QuantizedRef { scheme, group_size: 0, numel: 256, codes: &out.codes, scales: &out.scales, mins: None };
+        let mut y = Vec::new();
+        dequantize_into(&q, &mut y).unwrap();
+        error_metrics(&heavy, &y).cosine_similarity
+    };
+    let int4 = quantize(&heavy, Scheme::Int4, 0);
+    assert!(cosine(Scheme::Int4, &int4) < 0.9997);
+    let mut out = QuantizedBuffers::default();
+    let scheme = quantize_to_target(&heavy, 0.9997, 0, &mut out).unwrap();
+    assert_eq!(scheme, Scheme::Int8);
+    assert_eq!(out.codes.len(), 256);
+    assert!(cosine(scheme, &out) >= 0.9997);
+    // No width reaches an impossible target: int8 is returned.
+    let mut out = QuantizedBuffers::default();
+    assert_eq!(quantize_to_target(&heavy, 1.0, 0, &mut out), Ok(Scheme::Int8));
+}
+
+#[test]
+fn entropy_of_known_histograms() {
+    assert_eq!(weight_entropy(&[1.0; 10], 256), Ok(0.0));
+    assert_eq!(weight_entropy(&[], 256), Ok(0.0));
+    // Two values at the ends: two bins of probability 1/2 -> 1 bit.
+    assert_eq!(weight_entropy(&[0.0, 1.0, 0.0, 1.0], 256), Ok(1.0));
+    // 256 evenly spaced values, one per bin -> 8 bits.
+    let x: Vec<f32> = (0..256).map(|i| i as f32).collect();
+    assert!((weight_entropy(&x, 256).unwrap() - 8.0).abs() < 1e-12);
+    assert!(weight_entropy(&[0.0, f32::NAN], 256).is_err());
+}
+
+#[test]
 fn metrics_of_a_known_pair() {
     let m = error_metrics(&[1.0, 2.0, 2.0], &[1.0, 2.0, 1.0]);
     assert!((m.mse - 1.0 / 3.0).abs() < 1e-12);
@@ -319,6 +383,8 @@ fn code_range(scheme: Scheme) -> (i32, i32) {
         Scheme::Int8Asym => (0, 255),
         Scheme::Int4 => (-7, 7),
         Scheme::Int4Asym | Scheme::Q4_0 => (0, 15),
+        Scheme::Int2 => (-1, 1),
+        Scheme::Int2Asym => (0, 3),
     }
 }
 

@@ -69,7 +69,12 @@ fn udfs() -> Vec<PyScalarUdf> {
         .collect()
 }
 
-fn options(scheme: &str, group_size: Option<&Bound<'_, PyAny>>) -> Result<QuantizeOptions, Error> {
+fn options(
+    scheme: &str,
+    group_size: Option<&Bound<'_, PyAny>>,
+    num_groups: Option<usize>,
+    min_cosine: Option<f64>,
+) -> Result<QuantizeOptions, Error> {
     let scheme = Scheme::parse(scheme).ok_or_else(|| {
         Error::Config(format!(
             "scheme: expected one of {}, got '{scheme}'",
@@ -110,7 +115,17 @@ fn options(scheme: &str, group_size: Option<&Bound<'_, PyAny>>) -> Result<Quanti
             "group_size: {scheme} uses fixed blocks of {block}, got {n}"
         )));
     }
-    Ok(QuantizeOptions { scheme, group })
+    let group = match num_groups {
+        Some(0) => return Err(Error::Config("num_time_groups: expected a positive integer, got 0".into())),
+        Some(n) => Group::Count(n),
+        None => group,
+    };
+    if let Some(t) = min_cosine
+        && !(-1.0..=1.0).contains(&t)
+    {
+        return Err(Error::Config(format!("min_accuracy: expected a cosine similarity between -1 and 1, got {t}")));
+    }
+    Ok(QuantizeOptions { scheme, group, min_cosine })
 }
 
 /// Runs `f` over every batch of `data`, the GIL released around each batch and Ctrl-C honoured
@@ -137,14 +152,16 @@ fn map_stream(
 /// Quantizes every batch of an Arrow stream (any `__arrow_c_stream__`/`__arrow_c_array__`
 /// producer) into a table: other columns, then `q`.
 #[pyfunction]
-#[pyo3(signature = (data, scheme = "int8", group_size = None))]
+#[pyo3(signature = (data, scheme = "int8", group_size = None, num_groups = None, min_cosine = None))]
 fn quantize_stream(
     py: Python<'_>,
     data: AnyRecordBatch,
     scheme: &str,
     group_size: Option<&Bound<'_, PyAny>>,
+    num_groups: Option<usize>,
+    min_cosine: Option<f64>,
 ) -> PyResult<PyTable> {
-    let opts = options(scheme, group_size).map_err(|e| to_py(py, e))?;
+    let opts = options(scheme, group_size, num_groups, min_cosine).map_err(|e| to_py(py, e))?;
     if let Ok(schema) = data.schema() {
         table::validate_schema(&schema).map_err(|e| to_py(py, e))?;
     }
@@ -153,16 +170,25 @@ fn quantize_stream(
     })
 }
 
+/// Hands every batch of `data` to Rust and back without touching it: the cost of crossing the
+/// boundary, for the benchmarks.
+#[pyfunction]
+fn passthrough(py: Python<'_>, data: AnyRecordBatch) -> PyResult<PyTable> {
+    map_stream(py, data, |s| Arc::new(s.clone()), |b| Ok(b.clone()))
+}
+
 /// Quantizes one record batch.
 #[pyfunction]
-#[pyo3(signature = (batch, scheme = "int8", group_size = None))]
+#[pyo3(signature = (batch, scheme = "int8", group_size = None, num_groups = None, min_cosine = None))]
 fn quantize_batch(
     py: Python<'_>,
     batch: PyRecordBatch,
     scheme: &str,
     group_size: Option<&Bound<'_, PyAny>>,
+    num_groups: Option<usize>,
+    min_cosine: Option<f64>,
 ) -> PyResult<PyRecordBatch> {
-    let opts = options(scheme, group_size).map_err(|e| to_py(py, e))?;
+    let opts = options(scheme, group_size, num_groups, min_cosine).map_err(|e| to_py(py, e))?;
     let batch = batch.into_inner();
     let out = py
         .detach(|| table::quantize_batch(&batch, &opts))
@@ -174,6 +200,51 @@ fn quantize_batch(
 #[pyfunction]
 fn dequantize_stream(py: Python<'_>, data: AnyRecordBatch) -> PyResult<PyTable> {
     map_stream(py, data, table::dequantized_schema, table::dequantize_batch)
+}
+
+/// The per-layer report of `quantized` against `original` (joined on `layer_name`): scheme,
+/// sizes, compression ratio and error metrics per layer; the totals in the schema metadata.
+#[pyfunction]
+fn summarize(py: Python<'_>, original: AnyRecordBatch, quantized: AnyRecordBatch) -> PyResult<PyTable> {
+    use datafusion::arrow::array::{ArrayRef, Float64Array, StringArray, UInt64Array};
+    use datafusion::arrow::datatypes::{Field, Schema};
+    let quantized: Vec<RecordBatch> = quantized
+        .into_reader()?
+        .collect::<Result<_, _>>()
+        .map_err(|e| to_py(py, Error::Arrow(e)))?;
+    let reader = original.into_reader()?;
+    let report = py
+        .detach(|| crate::job::summarize(reader.map(|b| b.map_err(Error::Arrow)), &quantized))
+        .map_err(|e| to_py(py, e))?;
+    let l = &report.layers;
+    let f64s = |f: fn(&crate::job::LayerReport) -> f64| -> ArrayRef { Arc::new(Float64Array::from(l.iter().map(f).collect::<Vec<_>>())) };
+    let u64s = |f: fn(&crate::job::LayerReport) -> u64| -> ArrayRef { Arc::new(UInt64Array::from(l.iter().map(f).collect::<Vec<_>>())) };
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        ("layer_name", Arc::new(StringArray::from(l.iter().map(|r| r.layer_name.clone()).collect::<Vec<_>>()))),
+        ("scheme", Arc::new(StringArray::from(l.iter().map(|r| r.scheme.clone()).collect::<Vec<_>>()))),
+        ("numel", u64s(|r| r.numel)),
+        ("bytes_before", u64s(|r| r.bytes_before)),
+        ("bytes_after", u64s(|r| r.bytes_after)),
+        ("compression_ratio", f64s(|r| r.bytes_before as f64 / (r.bytes_after.max(1)) as f64)),
+        ("mse", f64s(|r| r.mse)),
+        ("max_abs_error", f64s(|r| r.max_abs_error)),
+        ("sqnr_db", f64s(|r| r.sqnr_db)),
+        ("cosine_similarity", f64s(|r| r.cosine_similarity)),
+    ];
+    let metadata = [
+        ("compression_ratio", report.compression_ratio.to_string()),
+        ("cosine_similarity", report.cosine_similarity.to_string()),
+        ("bytes_before", report.bytes_before.to_string()),
+        ("bytes_after", report.bytes_after.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let fields: Vec<Field> = columns.iter().map(|(n, c)| Field::new(*n, c.data_type().clone(), false)).collect();
+    let schema = Arc::new(Schema::new_with_metadata(fields, metadata));
+    let batch = RecordBatch::try_new(Arc::clone(&schema), columns.into_iter().map(|(_, c)| c).collect())
+        .map_err(|e| to_py(py, Error::Arrow(e)))?;
+    PyTable::try_new(vec![batch], schema)
 }
 
 /// Checks that a schema is a weight table's; raises `SchemaError` listing what is wrong.
@@ -206,6 +277,12 @@ fn weights_values_address(array: PyArray) -> PyResult<usize> {
     Ok(buffer.as_ptr() as usize)
 }
 
+/// Runs the `arrowquant` command line with the GIL released; returns its exit code.
+#[pyfunction]
+fn cli_main(py: Python<'_>, argv: Vec<String>) -> i32 {
+    py.detach(|| crate::cli::main(argv))
+}
+
 /// The native module behind the `arrowquant` package.
 #[pymodule]
 fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -219,5 +296,8 @@ fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(dequantize_stream, m)?)?;
     m.add_function(wrap_pyfunction!(validate_schema, m)?)?;
     m.add_function(wrap_pyfunction!(weights_values_address, m)?)?;
+    m.add_function(wrap_pyfunction!(cli_main, m)?)?;
+    m.add_function(wrap_pyfunction!(passthrough, m)?)?;
+    m.add_function(wrap_pyfunction!(summarize, m)?)?;
     Ok(())
 }

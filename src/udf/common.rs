@@ -119,6 +119,15 @@ pub fn coerce_int(name: &str, position: usize, what: &str, t: &DataType) -> Resu
     }
 }
 
+/// The coerced type of a float argument: float64.
+pub fn coerce_float(name: &str, position: usize, what: &str, t: &DataType) -> Result<DataType> {
+    if t.is_numeric() || *t == DataType::Null {
+        Ok(DataType::Float64)
+    } else {
+        plan_err!("'{name}' argument {position} ({what}): expected a number, got {t}")
+    }
+}
+
 /// Row access to a column of weight lists as `&[f32]`, without copying float32 values.
 pub struct WeightRows {
     values: Float32Array,

@@ -5,6 +5,8 @@ mod dequantize;
 mod gguf_blocks;
 mod quantization_error;
 mod quantize;
+mod quantize_to_target;
+mod weight_entropy;
 
 use std::sync::Arc;
 
@@ -15,6 +17,8 @@ pub use common::{q_fields, q_type};
 pub use dequantize::{Dequantize, dequantize_rows};
 pub use gguf_blocks::GgufBlocks;
 pub use quantization_error::QuantizationError;
+pub use quantize_to_target::{QuantizeToTarget, quantize_rows_to_target};
+pub use weight_entropy::WeightEntropy;
 pub use quantize::{DEFAULT_GROUP_SIZE, DEFAULT_SCHEME, Quantize, quantize_rows};
 
 /// The documentation section every arrowquant function belongs to.
@@ -33,14 +37,18 @@ pub fn functions() -> Vec<Arc<ScalarUDF>> {
         Arc::new(ScalarUDF::from(Dequantize::default())),
         Arc::new(ScalarUDF::from(QuantizationError::default())),
         Arc::new(ScalarUDF::from(GgufBlocks::default())),
+        Arc::new(ScalarUDF::from(QuantizeToTarget::default())),
+        Arc::new(ScalarUDF::from(WeightEntropy::default())),
     ]
 }
 
-/// Registers every arrowquant SQL function into `ctx`.
+/// Registers every arrowquant SQL function into `ctx`: the scalar functions of [`functions`]
+/// and the table function `read_safetensors('path')`.
 pub fn register_all(ctx: &SessionContext) {
     for f in functions() {
         ctx.register_udf(f.as_ref().clone());
     }
+    ctx.register_udtf("read_safetensors", Arc::new(crate::safetensors::ReadSafetensors));
 }
 
 #[cfg(test)]

@@ -204,7 +204,7 @@ impl ScalarUDFImpl for Quantize {
             )
             .with_argument(
                 "scheme",
-                "int8 (default), int8_asym, int4, int4_asym, q8_0, q4_0; may differ per row",
+                "int8 (default), int8_asym, int4, int4_asym, int2, int2_asym, q8_0, q4_0; may differ per row",
             )
             .with_argument(
                 "group_size",

@@ -1,0 +1,333 @@
+//! The `arrowquant` command line (DESIGN.md §5), run by the Python package's console script.
+//! Exit codes: 0 success, 1 data error, 2 usage error.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::error::{Error, Result};
+use crate::job::{self, ConvertOptions, Progress, Report};
+use crate::kernels::Scheme;
+use crate::table::Group;
+
+/// Quantize neural-network weight tables stored as Parquet.
+#[derive(Debug, Parser)]
+#[command(name = "arrowquant", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Quantize a Parquet weight table into a Parquet table with a `q` column.
+    Convert(ConvertArgs),
+    /// Turn a quantized Parquet table back into float32 weights.
+    Dequantize {
+        /// The quantized Parquet file or directory.
+        input: PathBuf,
+        /// The Parquet file to write.
+        output: PathBuf,
+        /// Replace OUTPUT if it exists.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Run SQL with the arrowquant functions registered.
+    Sql {
+        /// The query (or queries, separated by `;`).
+        query: Option<String>,
+        /// Read the SQL from a file instead.
+        #[arg(short = 'f', long = "file")]
+        file: Option<PathBuf>,
+        /// Register a Parquet file or directory as a table: NAME=PATH.
+        #[arg(long = "table", value_parser = parse_table)]
+        tables: Vec<(String, PathBuf)>,
+    },
+    /// Import a .safetensors model as a Parquet weight table (float tensors widened to f32).
+    Import {
+        /// The .safetensors file, or a directory of shards.
+        input: PathBuf,
+        /// The Parquet file to write.
+        output: PathBuf,
+        /// Replace OUTPUT if it exists.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// The bundled default job: make a sample model, import it, convert it, print the report.
+    Demo {
+        /// Where to put the sample model and the tables.
+        #[arg(long, default_value = "arrowquant-demo")]
+        dir: PathBuf,
+        /// Size of the sample model relative to the default (about 220 MB of float32).
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+        /// The scheme to convert to.
+        #[arg(long, default_value = "int8", value_parser = parse_scheme)]
+        scheme: Scheme,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ConvertArgs {
+    /// The Parquet weight table (a file or a directory of them).
+    input: PathBuf,
+    /// The Parquet file to write.
+    output: PathBuf,
+    /// The scheme: int8, int8_asym, int4, int4_asym, int2, int2_asym, q8_0, q4_0.
+    #[arg(long, value_parser = parse_scheme, required_unless_present = "min_cosine")]
+    scheme: Option<Scheme>,
+    /// Elements per scale (0: one scale per tensor). Default 128.
+    #[arg(long, conflicts_with = "per_channel")]
+    group_size: Option<usize>,
+    /// One scale per output channel (groups of shape[-1]).
+    #[arg(long)]
+    per_channel: bool,
+    /// Keep layers whose name matches this glob as float32 (repeatable), e.g. '*norm*'.
+    #[arg(long)]
+    exclude: Vec<String>,
+    /// Per layer, the narrowest of int2/int4/int8 whose cosine similarity reaches this target
+    /// (instead of one --scheme for all), e.g. 0.995.
+    #[arg(long)]
+    min_cosine: Option<f64>,
+    /// Replace OUTPUT if it exists.
+    #[arg(long)]
+    overwrite: bool,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
+fn parse_scheme(s: &str) -> std::result::Result<Scheme, String> {
+    Scheme::parse(s).ok_or_else(|| format!("expected one of {}, got '{s}'", Scheme::names()))
+}
+
+fn parse_table(s: &str) -> std::result::Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((name, path)) if !name.is_empty() && !path.is_empty() => Ok((name.to_string(), path.into())),
+        _ => Err(format!("expected NAME=PATH, got '{s}'")),
+    }
+}
+
+/// A progress bar on stderr when it is a terminal; nothing otherwise.
+struct Bar(ProgressBar);
+
+impl Bar {
+    fn new(rows: u64, what: &str) -> Self {
+        let bar = ProgressBar::with_draw_target(Some(rows), ProgressDrawTarget::stderr());
+        let style = ProgressStyle::with_template(
+            "{msg} [{bar:30}] {pos}/{len} rows, {binary_bytes} at {binary_bytes_per_sec}, {eta} left",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+        bar.set_style(style.progress_chars("=> "));
+        bar.set_message(what.to_string());
+        Self(bar)
+    }
+}
+
+impl Progress for Bar {
+    fn advance(&self, rows: u64, _bytes: u64) {
+        self.0.inc(rows);
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
+/// The report as an aligned table.
+pub fn format_report(r: &Report) -> String {
+    let mut rows = vec![[
+        "layer".to_string(),
+        "shape".into(),
+        "scheme".into(),
+        "bytes before".into(),
+        "bytes after".into(),
+        "mse".into(),
+        "max abs err".into(),
+        "sqnr dB".into(),
+        "cosine".into(),
+    ]];
+    for l in &r.layers {
+        let shape = l.shape.as_ref().map_or(String::new(), |s| {
+            s.iter().map(i64::to_string).collect::<Vec<_>>().join("x")
+        });
+        rows.push([
+            l.layer_name.clone(),
+            shape,
+            l.scheme.clone(),
+            l.bytes_before.to_string(),
+            l.bytes_after.to_string(),
+            format!("{:.3e}", l.mse),
+            format!("{:.3e}", l.max_abs_error),
+            format!("{:.2}", l.sqnr_db),
+            format!("{:.6}", l.cosine_similarity),
+        ]);
+    }
+    let widths: Vec<usize> = (0..9).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for row in &rows {
+        let cells: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(c, s)| if c < 3 { format!("{s:<w$}", w = widths[c]) } else { format!("{s:>w$}", w = widths[c]) })
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "total: {} layers, {} -> {} bytes (compression {:.2}x), cosine similarity {:.6}, {:.2} s, {:.1} MB/s\n",
+        r.layers.len(),
+        r.bytes_before,
+        r.bytes_after,
+        r.compression_ratio,
+        r.cosine_similarity,
+        r.seconds,
+        r.throughput_bytes_per_s / 1e6
+    ));
+    out
+}
+
+fn say(text: &str) {
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Config(format!("cannot start the runtime: {e}")))
+}
+
+fn convert(args: &ConvertArgs) -> Result<Report> {
+    let group = if args.per_channel {
+        Group::PerChannel
+    } else {
+        match args.group_size.unwrap_or(crate::udf::DEFAULT_GROUP_SIZE) {
+            0 => Group::PerTensor,
+            n => Group::Size(n),
+        }
+    };
+    let scheme = args.scheme.unwrap_or(crate::udf::DEFAULT_SCHEME);
+    if let (Some(block), Some(n)) = (scheme.block_size(), args.group_size)
+        && n != block
+    {
+        return Err(Error::Config(format!("--group-size: {scheme} uses fixed blocks of {block}, got {n}")));
+    }
+    if let Some(t) = args.min_cosine
+        && !(-1.0..=1.0).contains(&t)
+    {
+        return Err(Error::Config(format!("--min-cosine must be between -1 and 1, got {t}")));
+    }
+    let opts = ConvertOptions {
+        scheme,
+        group,
+        exclude: args.exclude.clone(),
+        overwrite: args.overwrite,
+        min_cosine: args.min_cosine,
+    };
+    let rows = job::parquet_rows(&args.input).unwrap_or(0);
+    let bar = Bar::new(rows, "convert");
+    let report = runtime()?.block_on(job::convert(&args.input, &args.output, &opts, &bar))?;
+    drop(bar);
+    if let Some(path) = &args.report {
+        let json = serde_json::to_string_pretty(&report).map_err(|e| Error::Config(e.to_string()))?;
+        std::fs::write(path, json).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+    }
+    Ok(report)
+}
+
+fn demo(dir: &Path, scale: f64, scheme: Scheme) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.display().to_string(), source })?;
+    let model = dir.join("model.safetensors");
+    let table = dir.join("model.parquet");
+    let quantized = dir.join(format!("model.{}.parquet", scheme.name()));
+    say(&format!("Writing a sample model to {} ...\n", model.display()));
+    job::write_demo_model(&model, scale)?;
+    say(&format!("Importing it as a weight table: {} ...\n", table.display()));
+    let imported = job::import_safetensors(&model, &table, true, &())?;
+    for (name, dtype) in &imported.skipped {
+        say(&format!("  skipped {name} ({dtype}: not a float tensor)\n"));
+    }
+    say(&format!(
+        "Converting to {scheme} per channel, norms kept as float32: {} ...\n\n",
+        quantized.display()
+    ));
+    let opts = ConvertOptions {
+        scheme,
+        group: if scheme.block_size().is_some() { Group::Size(32) } else { Group::PerChannel },
+        exclude: vec!["*norm*".into()],
+        overwrite: true,
+        min_cosine: None,
+    };
+    let rows = job::parquet_rows(&table).unwrap_or(0);
+    let bar = Bar::new(rows, "convert");
+    let report = runtime()?.block_on(job::convert(&table, &quantized, &opts, &bar))?;
+    drop(bar);
+    say(&format_report(&report));
+    say(&format!(
+        "\nTry: arrowquant sql --table q={} \"SELECT layer_name, q['scheme'], q['scales'][1] FROM q LIMIT 3\"\n",
+        quantized.display()
+    ));
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Convert(args) => {
+            let report = convert(&args)?;
+            say(&format_report(&report));
+        }
+        Command::Dequantize { input, output, overwrite } => {
+            let rows = job::parquet_rows(&input).unwrap_or(0);
+            let bar = Bar::new(rows, "dequantize");
+            runtime()?.block_on(job::dequantize(&input, &output, overwrite, &bar))?;
+        }
+        Command::Sql { query, file, tables } => {
+            let sql = match (query, file) {
+                (Some(q), None) => q,
+                (None, Some(f)) => std::fs::read_to_string(&f)
+                    .map_err(|source| Error::Io { path: f.display().to_string(), source })?,
+                _ => return Err(Error::Config("sql: give either a QUERY or -f FILE".into())),
+            };
+            for batches in runtime()?.block_on(job::run_sql(&sql, &tables))? {
+                let text = pretty_format_batches(&batches)?;
+                say(&format!("{text}\n"));
+            }
+        }
+        Command::Import { input, output, overwrite } => {
+            let report = job::import_safetensors(&input, &output, overwrite, &Bar::new(0, "import"))?;
+            say(&format!("imported {} tensors into {}\n", report.imported, output.display()));
+            for (name, dtype) in report.skipped {
+                say(&format!("skipped {name} ({dtype}: not a float tensor)\n"));
+            }
+        }
+        Command::Demo { dir, scale, scheme } => demo(&dir, scale, scheme)?,
+    }
+    Ok(())
+}
+
+/// Runs the command line with `args` (the program name first); returns the exit code.
+pub fn main(args: Vec<String>) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    match run(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("arrowquant: error: {e}");
+            match e {
+                Error::Config(_) => 2,
+                _ => 1,
+            }
+        }
+    }
+}

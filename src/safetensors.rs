@@ -1,0 +1,297 @@
+//! Reading `.safetensors` models (one file or a directory of shards) as weight-table batches,
+//! lazily: files are memory-mapped and each tensor becomes a one-row batch when it is pulled.
+//! Used by `arrowquant import` and by the SQL table function `read_safetensors('path')`.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Float32Array, Int64Array, ListArray, RecordBatch, StringArray};
+use datafusion::arrow::buffer::OffsetBuffer;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::{ScalarValue, plan_err};
+use datafusion::datasource::TableType;
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
+use memmap2::Mmap;
+use safetensors::Dtype;
+
+use crate::error::{Error, Result};
+use crate::table::{LAYER_NAME, SHAPE, WEIGHTS};
+use crate::udf::common::f32_item;
+
+/// One tensor of a file: where its bytes are.
+#[derive(Debug, Clone)]
+struct Entry {
+    name: String,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    start: usize,
+    end: usize,
+}
+
+/// One mapped file and its tensors, in file order.
+#[derive(Debug)]
+struct Shard {
+    path: PathBuf,
+    map: Mmap,
+    data_start: usize,
+    entries: Vec<Entry>,
+}
+
+/// A safetensors model: one file or the shards of a directory.
+#[derive(Debug, Clone)]
+pub struct SafetensorsModel {
+    shards: Arc<Vec<Shard>>,
+}
+
+/// The schema of the rows: `layer_name, weights list<float32>, shape list<int64>, dtype`.
+pub fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(LAYER_NAME, DataType::Utf8, false),
+        Field::new(WEIGHTS, DataType::List(f32_item()), false),
+        Field::new(SHAPE, DataType::List(Arc::new(Field::new_list_field(DataType::Int64, true))), false),
+        Field::new("dtype", DataType::Utf8, false),
+    ]))
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io { path: path.display().to_string(), source }
+}
+
+#[allow(unsafe_code)]
+fn map_file(path: &Path) -> Result<Mmap> {
+    let file = File::open(path).map_err(io_err(path))?;
+    // SAFETY: read-only map of a model file. If another process truncates it while we read,
+    // the OS raises SIGBUS: the same contract as every mmap-based model loader (safetensors').
+    unsafe { Mmap::map(&file) }.map_err(io_err(path))
+}
+
+/// The files of a model: `path` itself, or the shards of a directory (those named by
+/// `model.safetensors.index.json` when present, else every `*.safetensors`, sorted).
+pub fn model_files(path: &Path) -> Result<Vec<PathBuf>> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let index = path.join("model.safetensors.index.json");
+    if index.exists() {
+        let text = std::fs::read_to_string(&index).map_err(io_err(&index))?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::Data(format!("{}: not valid JSON: {e}", index.display())))?;
+        let Some(map) = json.get("weight_map").and_then(|m| m.as_object()) else {
+            return Err(Error::Data(format!("{}: no \"weight_map\" object", index.display())));
+        };
+        let mut files: Vec<PathBuf> = map
+            .values()
+            .filter_map(|v| v.as_str())
+            .map(|f| path.join(f))
+            .collect();
+        files.sort();
+        files.dedup();
+        return Ok(files);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(io_err(path))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(Error::Data(format!("{}: no *.safetensors files", path.display())));
+    }
+    Ok(files)
+}
+
+impl SafetensorsModel {
+    /// Opens a model: maps each file and checks its header (offsets inside the file, no overlap).
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut shards = Vec::new();
+        for file in model_files(path)? {
+            let map = map_file(&file)?;
+            let (header, metadata) = safetensors::SafeTensors::read_metadata(&map).map_err(|e| {
+                Error::Data(format!("{}: not a valid safetensors file: {e}", file.display()))
+            })?;
+            let mut entries: Vec<Entry> = metadata
+                .tensors()
+                .into_iter()
+                .map(|(name, info)| Entry {
+                    name,
+                    dtype: info.dtype,
+                    shape: info.shape.clone(),
+                    start: info.data_offsets.0,
+                    end: info.data_offsets.1,
+                })
+                .collect();
+            entries.sort_by_key(|e| (e.start, e.name.clone()));
+            shards.push(Shard { path: file, map, data_start: header + 8, entries });
+        }
+        Ok(Self { shards: Arc::new(shards) })
+    }
+
+    /// Tensors that are not floats, which the rows skip: (name, dtype).
+    pub fn skipped(&self) -> Vec<(String, String)> {
+        self.shards
+            .iter()
+            .flat_map(|s| s.entries.iter())
+            .filter(|e| element_size(e.dtype).is_none())
+            .map(|e| (e.name.clone(), format!("{:?}", e.dtype)))
+            .collect()
+    }
+
+    /// The float tensors as one-row batches, pulled lazily.
+    pub fn batches(&self) -> impl Iterator<Item = Result<RecordBatch>> + Send + 'static {
+        let shards = Arc::clone(&self.shards);
+        let schema = schema();
+        let positions: Vec<(usize, usize)> = shards
+            .iter()
+            .enumerate()
+            .flat_map(|(s, shard)| {
+                shard
+                    .entries
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, e)| element_size(e.dtype).is_some())
+                    .map(move |(i, _)| (s, i))
+            })
+            .collect();
+        positions.into_iter().map(move |(s, i)| {
+            let shard = &shards[s];
+            let e = &shard.entries[i];
+            let bytes = shard
+                .map
+                .get(shard.data_start + e.start..shard.data_start + e.end)
+                .ok_or_else(|| {
+                    Error::Data(format!("{}: tensor '{}' lies outside the file", shard.path.display(), e.name))
+                })?;
+            let values = widen(e.dtype, bytes);
+            let shape: Vec<i64> = e.shape.iter().map(|&d| d as i64).collect();
+            tensor_batch(&schema, &e.name, values, &shape, &format!("{:?}", e.dtype))
+        })
+    }
+}
+
+/// Bytes per element of the float dtypes arrowquant widens to f32; `None` for the others.
+fn element_size(d: Dtype) -> Option<usize> {
+    match d {
+        Dtype::F16 | Dtype::BF16 => Some(2),
+        Dtype::F32 => Some(4),
+        Dtype::F64 => Some(8),
+        _ => None,
+    }
+}
+
+/// Widens little-endian `bytes` of a float dtype to f32.
+fn widen(d: Dtype, bytes: &[u8]) -> Vec<f32> {
+    match d {
+        Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Dtype::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        Dtype::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        Dtype::F64 => bytes
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A one-row batch of [`schema`].
+pub fn tensor_batch(schema: &SchemaRef, name: &str, values: Vec<f32>, shape: &[i64], dtype: &str) -> Result<RecordBatch> {
+    let weights = ListArray::try_new(
+        f32_item(),
+        OffsetBuffer::from_lengths([values.len()]),
+        Arc::new(Float32Array::from(values)),
+        None,
+    )?;
+    let shape = ListArray::try_new(
+        Arc::new(Field::new_list_field(DataType::Int64, true)),
+        OffsetBuffer::from_lengths([shape.len()]),
+        Arc::new(Int64Array::from(shape.to_vec())),
+        None,
+    )?;
+    Ok(RecordBatch::try_new(
+        Arc::clone(schema),
+        vec![
+            Arc::new(StringArray::from(vec![name])),
+            Arc::new(weights),
+            Arc::new(shape),
+            Arc::new(StringArray::from(vec![dtype])),
+        ],
+    )?)
+}
+
+/// `read_safetensors('path')`: a model file or a directory of shards as a weight table.
+#[derive(Debug, Default)]
+pub struct ReadSafetensors;
+
+impl TableFunctionImpl for ReadSafetensors {
+    fn call_with_args(&self, args: TableFunctionArgs) -> datafusion::common::Result<Arc<dyn TableProvider>> {
+        let path = match args.exprs() {
+            [Expr::Literal(ScalarValue::Utf8(Some(p)) | ScalarValue::LargeUtf8(Some(p)) | ScalarValue::Utf8View(Some(p)), _)] => p.clone(),
+            other => {
+                return plan_err!(
+                    "'read_safetensors' takes 1 argument, a string literal path (a .safetensors \
+                     file or a directory of shards), got {} arguments",
+                    other.len()
+                );
+            }
+        };
+        let model = SafetensorsModel::open(Path::new(&path))
+            .map_err(|e| datafusion::error::DataFusionError::Plan(format!("read_safetensors: {e}")))?;
+        Ok(Arc::new(SafetensorsTable { model }))
+    }
+}
+
+/// The table `read_safetensors` returns: one partition, streamed tensor by tensor.
+#[derive(Debug)]
+struct SafetensorsTable {
+    model: SafetensorsModel,
+}
+
+impl PartitionStream for SafetensorsTable {
+    fn schema(&self) -> &SchemaRef {
+        static SCHEMA: std::sync::OnceLock<SchemaRef> = std::sync::OnceLock::new();
+        SCHEMA.get_or_init(schema)
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let batches = self
+            .model
+            .batches()
+            .map(|b| b.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e))));
+        Box::pin(RecordBatchStreamAdapter::new(schema(), futures::stream::iter(batches)))
+    }
+}
+
+#[async_trait]
+impl TableProvider for SafetensorsTable {
+    fn schema(&self) -> SchemaRef {
+        schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+        let partition: Arc<dyn PartitionStream> = Arc::new(SafetensorsTable { model: self.model.clone() });
+        Ok(Arc::new(StreamingTableExec::try_new(
+            schema(),
+            vec![partition],
+            projection,
+            Vec::new(),
+            false,
+            limit,
+        )?))
+    }
+}

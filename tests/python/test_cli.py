@@ -1,0 +1,226 @@
+"""The `arrowquant` command line end to end: import, convert, dequantize, sql, demo, and the
+safety rules (atomic output, refusing to overwrite, clear errors, exit codes)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import weight_table
+
+
+def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, "-m", "arrowquant", *args], capture_output=True, text=True, timeout=600
+    )
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def write_safetensors(path: Path, tensors: dict[str, tuple[str, list[int], bytes]]) -> None:
+    """A .safetensors file by the format's definition: u64 header size, JSON header, data."""
+    header, data, offset = {}, b"", 0
+    for name, (dtype, shape, raw) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len(raw)]}
+        data += raw
+        offset += len(raw)
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    path.write_bytes(struct.pack("<Q", len(h)) + h + data)
+
+
+def test_import_widens_every_float_dtype_and_skips_integers(tmp_path):
+    rng = np.random.default_rng(0)
+    f32 = rng.standard_normal((4, 8)).astype(np.float32)
+    f16 = rng.standard_normal(16).astype(np.float16)
+    bf16_src = rng.standard_normal((2, 4)).astype(np.float32)
+    bf16 = (bf16_src.view(np.uint32) >> 16).astype(np.uint16)  # truncation is a valid bf16
+    ids = np.arange(5, dtype=np.int64)
+    model = tmp_path / "model.safetensors"
+    write_safetensors(model, {
+        "a.weight": ("F32", [4, 8], f32.tobytes()),
+        "b.weight": ("F16", [16], f16.tobytes()),
+        "c.weight": ("BF16", [2, 4], bf16.tobytes()),
+        "position_ids": ("I64", [5], ids.tobytes()),
+    })
+    out = tmp_path / "model.parquet"
+    proc = run("import", str(model), str(out))
+    assert "skipped position_ids (I64: not a float tensor)" in proc.stdout
+    t = pq.read_table(out)
+    assert t.column("layer_name").to_pylist() == ["a.weight", "b.weight", "c.weight"]
+    assert t.column("shape").to_pylist() == [[4, 8], [16], [2, 4]]
+    assert t.column("dtype").to_pylist() == ["F32", "F16", "BF16"]
+    w = t.column("weights").to_pylist()
+    np.testing.assert_array_equal(np.array(w[0], np.float32), f32.ravel())
+    np.testing.assert_array_equal(np.array(w[1], np.float32), f16.astype(np.float32))
+    np.testing.assert_array_equal(np.array(w[2], np.float32), (bf16.astype(np.uint32) << 16).view(np.float32))
+
+
+def test_a_safetensors_header_that_lies_is_a_clear_error(tmp_path):
+    model = tmp_path / "bad.safetensors"
+    write_safetensors(model, {"a": ("F32", [4], b"\0" * 16)})
+    raw = model.read_bytes().replace(b"[0, 16]", b"[0, 64]")
+    model.write_bytes(raw)
+    proc = run("import", str(model), str(tmp_path / "out.parquet"), check=False)
+    assert proc.returncode == 1
+    assert "not a valid safetensors file" in proc.stderr
+    assert not (tmp_path / "out.parquet").exists()
+
+
+@pytest.fixture
+def layers(tmp_path) -> Path:
+    t = weight_table(n_layers=5, rows=16, cols=64, seed=3)
+    norm = pa.table({
+        "layer_name": ["encoder.norm.weight"],
+        "weights": pa.array([np.ones(64, np.float32)], pa.list_(pa.float32())),
+        "shape": pa.array([[64]], pa.list_(pa.int64())),
+    })
+    path = tmp_path / "layers.parquet"
+    pq.write_table(pa.concat_tables([t, norm]), path)
+    return path
+
+
+def test_convert_writes_q_keeps_excluded_layers_and_reports(layers, tmp_path):
+    out, report = tmp_path / "q.parquet", tmp_path / "report.json"
+    proc = run("convert", str(layers), str(out), "--scheme", "int8", "--per-channel",
+               "--exclude", "*norm*", "--report", str(report))
+    assert "total: 6 layers" in proc.stdout
+    t = pq.read_table(out)
+    assert set(t.column_names) == {"layer_name", "shape", "q", "weights"}
+    rows = {r["layer_name"]: r for r in t.to_pylist()}
+    assert rows["encoder.norm.weight"]["q"] is None
+    assert rows["encoder.norm.weight"]["weights"] == [1.0] * 64
+    q = rows["encoder.0.weight"]["q"]
+    assert rows["encoder.0.weight"]["weights"] is None
+    assert (q["scheme"], q["group_size"], len(q["scales"])) == ("int8", 64, 16)
+    meta = pq.read_schema(out).metadata
+    assert meta[b"arrowquant.version"]
+    assert json.loads(meta[b"arrowquant.options"]) == {
+        "scheme": "int8", "group": "per_channel", "exclude": ["*norm*"], "overwrite": False}
+    r = json.loads(report.read_text())
+    assert len(r["layers"]) == 6
+    by_name = {l["layer_name"]: l for l in r["layers"]}
+    assert by_name["encoder.norm.weight"]["scheme"] == "float32"
+    assert by_name["encoder.0.weight"]["bytes_before"] == 4096
+    assert by_name["encoder.0.weight"]["bytes_after"] == 1024 + 16 * 4
+    assert by_name["encoder.0.weight"]["cosine_similarity"] > 0.999
+    assert r["compression_ratio"] > 2.5
+
+    back = tmp_path / "back.parquet"
+    run("dequantize", str(out), str(back))
+    b = {r["layer_name"]: r for r in pq.read_table(back).to_pylist()}
+    orig = {r["layer_name"]: r for r in pq.read_table(layers).to_pylist()}
+    assert b["encoder.norm.weight"]["weights"] == [1.0] * 64
+    x = np.array(orig["encoder.2.weight"]["weights"], np.float32)
+    y = np.array(b["encoder.2.weight"]["weights"], np.float32)
+    d = np.repeat(np.array(rows["encoder.2.weight"]["q"]["scales"], np.float32), 64)
+    assert np.all(np.abs(x - y) <= d / 2 * (1 + 1e-6))
+
+
+def test_sql_subcommand_runs_queries_on_tables(layers):
+    proc = run("sql", "--table", f"layers={layers}",
+               "SELECT layer_name, quantize(weights, 'q4_0')['scheme'] AS s FROM layers ORDER BY layer_name LIMIT 2")
+    assert "encoder.0.weight" in proc.stdout and "q4_0" in proc.stdout
+
+
+def test_usage_errors_exit_2_and_data_errors_exit_1(layers, tmp_path):
+    out = tmp_path / "q.parquet"
+    run("convert", str(layers), str(out), "--scheme", "int4")
+    before = out.read_bytes()
+    proc = run("convert", str(layers), str(out), "--scheme", "int4", check=False)
+    assert proc.returncode == 2 and "exists; pass --overwrite" in proc.stderr
+    assert out.read_bytes() == before
+    proc = run("convert", str(layers), str(layers), "--scheme", "int4", "--overwrite", check=False)
+    assert proc.returncode == 2 and "is the input" in proc.stderr
+    proc = run("convert", str(layers), str(out), "--scheme", "int3", check=False)
+    assert proc.returncode == 2 and "expected one of int8" in proc.stderr
+    corrupt = tmp_path / "cut.parquet"
+    corrupt.write_bytes(layers.read_bytes()[: layers.stat().st_size // 2])
+    proc = run("convert", str(corrupt), str(tmp_path / "c.parquet"), "--scheme", "int8", check=False)
+    assert proc.returncode == 1 and "cut.parquet" in proc.stderr
+    assert not (tmp_path / "c.parquet").exists()
+    nan = tmp_path / "nan.parquet"
+    pq.write_table(pa.table({"layer_name": ["bad.layer"], "weights": pa.array([[1.0, float("nan")]], pa.list_(pa.float32()))}), nan)
+    proc = run("convert", str(nan), str(tmp_path / "n.parquet"), "--scheme", "int8", check=False)
+    assert proc.returncode == 1 and "element 1 is NaN" in proc.stderr
+    assert not (tmp_path / "n.parquet").exists()
+
+
+def test_a_killed_convert_leaves_no_output_and_the_input_untouched(tmp_path):
+    big = tmp_path / "big.parquet"
+    n_layers, numel = 48, 1 << 20
+    values = pa.array(np.random.default_rng(0).standard_normal(n_layers * numel, dtype=np.float32))
+    offsets = pa.array(np.arange(0, (n_layers + 1) * numel, numel, dtype=np.int32))
+    pq.write_table(pa.table({"layer_name": [f"l{i}" for i in range(n_layers)],
+                             "weights": pa.ListArray.from_arrays(offsets, values)}), big, row_group_size=4)
+    digest = hashlib.sha256(big.read_bytes()).hexdigest()
+    out = tmp_path / "out.parquet"
+    for delay in (0.3, 1.0, 2.0):
+        proc = subprocess.Popen([sys.executable, "-m", "arrowquant", "convert", str(big), str(out), "--scheme", "int4", "--overwrite"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert not out.exists(), f"partial output after a kill at {delay} s"
+    assert hashlib.sha256(big.read_bytes()).hexdigest() == digest
+
+
+def test_demo_prints_the_report(tmp_path):
+    proc = run("demo", "--dir", str(tmp_path / "demo"), "--scale", "0.02")
+    assert "skipped model.position_ids (I64: not a float tensor)" in proc.stdout
+    assert "model.layers.0.mlp.up_proj.weight" in proc.stdout
+    assert "total: 50 layers" in proc.stdout
+
+
+def sharded_model(tmp_path: Path, with_index: bool) -> tuple[Path, dict[str, np.ndarray]]:
+    rng = np.random.default_rng(9)
+    tensors = {f"layers.{i}.weight": rng.standard_normal((4, 8)).astype(np.float32) for i in range(4)}
+    d = tmp_path / ("indexed" if with_index else "plain")
+    d.mkdir()
+    names = sorted(tensors)
+    weight_map = {}
+    for k, shard in enumerate((names[:2], names[2:])):
+        fname = f"model-{k + 1:05d}-of-00002.safetensors"
+        write_safetensors(d / fname, {n: ("F32", [4, 8], tensors[n].tobytes()) for n in shard})
+        weight_map.update({n: fname for n in shard})
+    if with_index:
+        (d / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+        (d / "stray.safetensors").write_bytes(b"not a shard: the index does not name it")
+    return d, tensors
+
+
+@pytest.mark.parametrize("with_index", [True, False])
+def test_import_and_read_safetensors_take_a_directory_of_shards(tmp_path, with_index):
+    d, tensors = sharded_model(tmp_path, with_index)
+    out = tmp_path / "sharded.parquet"
+    proc = run("import", str(d), str(out))
+    assert "imported 4 tensors" in proc.stdout
+    t = pq.read_table(out)
+    assert sorted(t.column("layer_name").to_pylist()) == sorted(tensors)
+    for name, w in zip(t.column("layer_name").to_pylist(), t.column("weights").to_pylist()):
+        np.testing.assert_array_equal(np.array(w, np.float32), tensors[name].ravel())
+    proc = run("sql", f"SELECT layer_name, array_length(weights) AS n, shape, dtype FROM read_safetensors('{d}') ORDER BY layer_name")
+    assert proc.stdout.count("| 32 | [4, 8] | F32") == 4, proc.stdout
+
+
+def test_read_safetensors_streams_a_file_into_quantize(tmp_path):
+    model = tmp_path / "m.safetensors"
+    w = np.linspace(-1, 1, 64, dtype=np.float32)
+    write_safetensors(model, {"w": ("F32", [8, 8], w.tobytes()), "ids": ("I64", [2], np.arange(2, dtype=np.int64).tobytes())})
+    proc = run("sql", f"SELECT layer_name, quantize(weights, 'int8', shape[-1])['scales'] AS s FROM read_safetensors('{model}')")
+    assert "| w " in proc.stdout and "ids" not in proc.stdout
+    proc = run("sql", "SELECT * FROM read_safetensors(42)", check=False)
+    assert proc.returncode == 1 and "'read_safetensors' takes 1 argument, a string literal path" in proc.stderr
