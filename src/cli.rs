@@ -106,7 +106,9 @@ fn parse_scheme(s: &str) -> std::result::Result<Scheme, String> {
 
 fn parse_table(s: &str) -> std::result::Result<(String, PathBuf), String> {
     match s.split_once('=') {
-        Some((name, path)) if !name.is_empty() && !path.is_empty() => Ok((name.to_string(), path.into())),
+        Some((name, path)) if !name.is_empty() && !path.is_empty() => {
+            Ok((name.to_string(), path.into()))
+        }
         _ => Err(format!("expected NAME=PATH, got '{s}'")),
     }
 }
@@ -168,13 +170,21 @@ pub fn format_report(r: &Report) -> String {
             format!("{:.6}", l.cosine_similarity),
         ]);
     }
-    let widths: Vec<usize> = (0..9).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..9)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
     let mut out = String::new();
     for row in &rows {
         let cells: Vec<String> = row
             .iter()
             .enumerate()
-            .map(|(c, s)| if c < 3 { format!("{s:<w$}", w = widths[c]) } else { format!("{s:>w$}", w = widths[c]) })
+            .map(|(c, s)| {
+                if c < 3 {
+                    format!("{s:<w$}", w = widths[c])
+                } else {
+                    format!("{s:>w$}", w = widths[c])
+                }
+            })
             .collect();
         out.push_str(cells.join("  ").trim_end());
         out.push('\n');
@@ -216,12 +226,16 @@ fn convert(args: &ConvertArgs) -> Result<Report> {
     if let (Some(block), Some(n)) = (scheme.block_size(), args.group_size)
         && n != block
     {
-        return Err(Error::Config(format!("--group-size: {scheme} uses fixed blocks of {block}, got {n}")));
+        return Err(Error::Config(format!(
+            "--group-size: {scheme} uses fixed blocks of {block}, got {n}"
+        )));
     }
     if let Some(t) = args.min_cosine
         && !(-1.0..=1.0).contains(&t)
     {
-        return Err(Error::Config(format!("--min-cosine must be between -1 and 1, got {t}")));
+        return Err(Error::Config(format!(
+            "--min-cosine must be between -1 and 1, got {t}"
+        )));
     }
     let opts = ConvertOptions {
         scheme,
@@ -235,20 +249,33 @@ fn convert(args: &ConvertArgs) -> Result<Report> {
     let report = runtime()?.block_on(job::convert(&args.input, &args.output, &opts, &bar))?;
     drop(bar);
     if let Some(path) = &args.report {
-        let json = serde_json::to_string_pretty(&report).map_err(|e| Error::Config(e.to_string()))?;
-        std::fs::write(path, json).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+        let json =
+            serde_json::to_string_pretty(&report).map_err(|e| Error::Config(e.to_string()))?;
+        std::fs::write(path, json).map_err(|source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
     }
     Ok(report)
 }
 
 fn demo(dir: &Path, scale: f64, scheme: Scheme) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.display().to_string(), source })?;
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.display().to_string(),
+        source,
+    })?;
     let model = dir.join("model.safetensors");
     let table = dir.join("model.parquet");
     let quantized = dir.join(format!("model.{}.parquet", scheme.name()));
-    say(&format!("Writing a sample model to {} ...\n", model.display()));
+    say(&format!(
+        "Writing a sample model to {} ...\n",
+        model.display()
+    ));
     job::write_demo_model(&model, scale)?;
-    say(&format!("Importing it as a weight table: {} ...\n", table.display()));
+    say(&format!(
+        "Importing it as a weight table: {} ...\n",
+        table.display()
+    ));
     let imported = job::import_safetensors(&model, &table, true, &())?;
     for (name, dtype) in &imported.skipped {
         say(&format!("  skipped {name} ({dtype}: not a float tensor)\n"));
@@ -259,7 +286,11 @@ fn demo(dir: &Path, scale: f64, scheme: Scheme) -> Result<()> {
     ));
     let opts = ConvertOptions {
         scheme,
-        group: if scheme.block_size().is_some() { Group::Size(32) } else { Group::PerChannel },
+        group: if scheme.block_size().is_some() {
+            Group::Size(32)
+        } else {
+            Group::PerChannel
+        },
         exclude: vec!["*norm*".into()],
         overwrite: true,
         min_cosine: None,
@@ -282,16 +313,26 @@ fn run(cli: Cli) -> Result<()> {
             let report = convert(&args)?;
             say(&format_report(&report));
         }
-        Command::Dequantize { input, output, overwrite } => {
+        Command::Dequantize {
+            input,
+            output,
+            overwrite,
+        } => {
             let rows = job::parquet_rows(&input).unwrap_or(0);
             let bar = Bar::new(rows, "dequantize");
             runtime()?.block_on(job::dequantize(&input, &output, overwrite, &bar))?;
         }
-        Command::Sql { query, file, tables } => {
+        Command::Sql {
+            query,
+            file,
+            tables,
+        } => {
             let sql = match (query, file) {
                 (Some(q), None) => q,
-                (None, Some(f)) => std::fs::read_to_string(&f)
-                    .map_err(|source| Error::Io { path: f.display().to_string(), source })?,
+                (None, Some(f)) => std::fs::read_to_string(&f).map_err(|source| Error::Io {
+                    path: f.display().to_string(),
+                    source,
+                })?,
                 _ => return Err(Error::Config("sql: give either a QUERY or -f FILE".into())),
             };
             for batches in runtime()?.block_on(job::run_sql(&sql, &tables))? {
@@ -299,9 +340,18 @@ fn run(cli: Cli) -> Result<()> {
                 say(&format!("{text}\n"));
             }
         }
-        Command::Import { input, output, overwrite } => {
-            let report = job::import_safetensors(&input, &output, overwrite, &Bar::new(0, "import"))?;
-            say(&format!("imported {} tensors into {}\n", report.imported, output.display()));
+        Command::Import {
+            input,
+            output,
+            overwrite,
+        } => {
+            let report =
+                job::import_safetensors(&input, &output, overwrite, &Bar::new(0, "import"))?;
+            say(&format!(
+                "imported {} tensors into {}\n",
+                report.imported,
+                output.display()
+            ));
             for (name, dtype) in report.skipped {
                 say(&format!("skipped {name} ({dtype}: not a float tensor)\n"));
             }

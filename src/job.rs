@@ -117,7 +117,10 @@ impl Progress for () {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io { path: path.display().to_string(), source }
+    move |source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 /// A new session for jobs: every core, small batches, the functions registered.
@@ -148,7 +151,10 @@ pub fn check_paths(input: &Path, output: &Path, overwrite: bool) -> Result<()> {
         )));
     }
     if output.is_dir() {
-        return Err(Error::Config(format!("output {} is a directory; name a file", output.display())));
+        return Err(Error::Config(format!(
+            "output {} is a directory; name a file",
+            output.display()
+        )));
     }
     Ok(())
 }
@@ -169,8 +175,10 @@ pub fn parquet_rows(input: &Path) -> Result<u64> {
     let mut rows = 0;
     for f in files {
         let file = File::open(&f).map_err(io_err(&f))?;
-        let reader = parquet::file::serialized_reader::SerializedFileReader::new(file)
-            .map_err(|e| Error::Data(format!("{}: not a readable Parquet file: {e}", f.display())))?;
+        let reader =
+            parquet::file::serialized_reader::SerializedFileReader::new(file).map_err(|e| {
+                Error::Data(format!("{}: not a readable Parquet file: {e}", f.display()))
+            })?;
         use parquet::file::reader::FileReader;
         rows += reader.metadata().file_metadata().num_rows().max(0) as u64;
     }
@@ -191,10 +199,20 @@ impl AtomicOutput {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let name = target.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
         let tmp = dir.join(format!(".{name}.arrowquant-{}.tmp", std::process::id()));
         let file = File::create(&tmp).map_err(io_err(&tmp))?;
-        Ok((Self { tmp, target: target.to_path_buf(), committed: false }, file))
+        Ok((
+            Self {
+                tmp,
+                target: target.to_path_buf(),
+                committed: false,
+            },
+            file,
+        ))
     }
 
     /// Makes the output durable and moves it to its final path.
@@ -220,7 +238,10 @@ fn writer_props(metadata: Vec<(String, String)>) -> WriterProperties {
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
         .set_key_value_metadata(Some(
-            metadata.into_iter().map(|(k, v)| KeyValue::new(k, v)).collect(),
+            metadata
+                .into_iter()
+                .map(|(k, v)| KeyValue::new(k, v))
+                .collect(),
         ))
         .build()
 }
@@ -249,11 +270,16 @@ async fn write_streams(
         }));
     }
     drop(tx);
-    let mut writer = ArrowWriter::try_new(file, schema, Some(writer_props(metadata)))
+    // The options go into the file's key-value metadata and into the Arrow schema's metadata,
+    // where pyarrow's `read_schema(...).metadata` shows them.
+    let mut schema_metadata = schema.metadata().clone();
+    schema_metadata.extend(metadata.iter().cloned());
+    let schema = Arc::new(schema.as_ref().clone().with_metadata(schema_metadata));
+    let mut writer = ArrowWriter::try_new(file, Arc::clone(&schema), Some(writer_props(metadata)))
         .map_err(|e| Error::Data(format!("{}: {e}", output.display())))?;
     let result: Result<()> = async {
         while let Some(batch) = rx.recv().await {
-            let batch = inspect(&batch?)?;
+            let batch = inspect(&batch?)?.with_schema(Arc::clone(&schema))?;
             writer
                 .write(&batch)
                 .map_err(|e| Error::Data(format!("writing {}: {e}", output.display())))?;
@@ -331,7 +357,11 @@ pub async fn convert(
         Group::PerTensor => "0".to_string(),
         Group::Size(n) => n.to_string(),
         Group::PerChannel => format!("{SHAPE}[-1]"),
-        Group::Count(n) => format!("(array_length({WEIGHTS}) + {m}) / {n}", m = n.max(1) - 1, n = n.max(1)),
+        Group::Count(n) => format!(
+            "(array_length({WEIGHTS}) + {m}) / {n}",
+            m = n.max(1) - 1,
+            n = n.max(1)
+        ),
     };
     let quantize = match opts.min_cosine {
         Some(t) => format!("quantize_to_target({WEIGHTS}, {t:?}, {group})"),
@@ -369,12 +399,21 @@ pub async fn convert(
     let mut report = Report::default();
     let mut totals = [0.0f64; 3]; // x·x̂, x·x, x̂·x̂ over the whole model
     let metadata = vec![
-        ("arrowquant.version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
-        ("arrowquant.options".to_string(), serde_json::to_string(opts).unwrap_or_default()),
+        (
+            "arrowquant.version".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
+        (
+            "arrowquant.options".to_string(),
+            serde_json::to_string(opts).unwrap_or_default(),
+        ),
     ];
     write_streams(streams, out_schema, output, metadata, |batch| {
         let layers = report_batch(batch, &mut totals)?;
-        let (rows, bytes) = (batch.num_rows() as u64, layers.iter().map(|l| l.bytes_before).sum());
+        let (rows, bytes) = (
+            batch.num_rows() as u64,
+            layers.iter().map(|l| l.bytes_before).sum(),
+        );
         report.layers.extend(layers);
         progress.advance(rows, bytes);
         Ok(batch.project(&keep)?)
@@ -393,7 +432,11 @@ fn finish_report(report: &mut Report, totals: [f64; 3], start: Instant) {
         report.bytes_before as f64 / report.bytes_after as f64
     };
     let [xy, xx, yy] = totals;
-    report.cosine_similarity = if xx == 0.0 && yy == 0.0 { 1.0 } else { xy / (xx * yy).sqrt() };
+    report.cosine_similarity = if xx == 0.0 && yy == 0.0 {
+        1.0
+    } else {
+        xy / (xx * yy).sqrt()
+    };
     report.seconds = start.elapsed().as_secs_f64();
     report.throughput_bytes_per_s = report.bytes_before as f64 / report.seconds.max(1e-9);
 }
@@ -401,8 +444,12 @@ fn finish_report(report: &mut Report, totals: [f64; 3], start: Instant) {
 /// The report lines of one converted batch (`__aq_original` holds the float weights).
 fn report_batch(batch: &RecordBatch, totals: &mut [f64; 3]) -> Result<Vec<LayerReport>> {
     let col = |name: &str| batch.column_by_name(name).cloned();
-    let Some(original) = col("__aq_original") else { return Ok(Vec::new()) };
-    let Some(q) = col(Q) else { return Ok(Vec::new()) };
+    let Some(original) = col("__aq_original") else {
+        return Ok(Vec::new());
+    };
+    let Some(q) = col(Q) else {
+        return Ok(Vec::new());
+    };
     let xs = WeightRows::try_new("convert", &original)?;
     let qs = QRows::try_new("convert", &q)?;
     let names: Option<StringArray> = match col(LAYER_NAME) {
@@ -410,7 +457,12 @@ fn report_batch(batch: &RecordBatch, totals: &mut [f64; 3]) -> Result<Vec<LayerR
         None => None,
     };
     let shapes: Option<ArrayRef> = match col(SHAPE) {
-        Some(c) => Some(cast(&c, &DataType::List(Arc::new(datafusion::arrow::datatypes::Field::new_list_field(DataType::Int64, true))))?),
+        Some(c) => Some(cast(
+            &c,
+            &DataType::List(Arc::new(
+                datafusion::arrow::datatypes::Field::new_list_field(DataType::Int64, true),
+            )),
+        )?),
         None => None,
     };
     let mut out = Vec::with_capacity(batch.num_rows());
@@ -423,7 +475,12 @@ fn report_batch(batch: &RecordBatch, totals: &mut [f64; 3]) -> Result<Vec<LayerR
             .unwrap_or_default();
         let shape = shapes.as_ref().and_then(|s| {
             let s = s.as_list::<i32>();
-            s.is_valid(i).then(|| s.value(i).as_primitive::<datafusion::arrow::datatypes::Int64Type>().values().to_vec())
+            s.is_valid(i).then(|| {
+                s.value(i)
+                    .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                    .values()
+                    .to_vec()
+            })
         });
         let Ok(Some(x)) = xs.row(i) else { continue };
         let bytes_before = 4 * x.len() as u64;
@@ -478,12 +535,22 @@ fn report_batch(batch: &RecordBatch, totals: &mut [f64; 3]) -> Result<Vec<LayerR
 }
 
 /// Turns a quantized Parquet table back into float32 weights.
-pub async fn dequantize(input: &Path, output: &Path, overwrite: bool, progress: &dyn Progress) -> Result<()> {
+pub async fn dequantize(
+    input: &Path,
+    output: &Path,
+    overwrite: bool,
+    progress: &dyn Progress,
+) -> Result<()> {
     check_paths(input, output, overwrite)?;
     let ctx = job_context();
     register_input(&ctx, "input", input).await?;
     let df = ctx.table("input").await?;
-    let names: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let names: Vec<String> = df
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
     if !names.iter().any(|n| n == Q) {
         return Err(Error::Schema(format!(
             "{}: not a quantized table: expected a '{Q}' column, found [{}]",
@@ -501,10 +568,15 @@ pub async fn dequantize(input: &Path, output: &Path, overwrite: bool, progress: 
     } else {
         format!("dequantize({Q}) AS {WEIGHTS}")
     });
-    let df = ctx.sql(&format!("SELECT {} FROM input", select.join(", "))).await?;
+    let df = ctx
+        .sql(&format!("SELECT {} FROM input", select.join(", ")))
+        .await?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     let streams = df.execute_stream_partitioned().await?;
-    let metadata = vec![("arrowquant.version".to_string(), env!("CARGO_PKG_VERSION").to_string())];
+    let metadata = vec![(
+        "arrowquant.version".to_string(),
+        env!("CARGO_PKG_VERSION").to_string(),
+    )];
     write_streams(streams, schema, output, metadata, |b| {
         progress.advance(b.num_rows() as u64, 0);
         Ok(b.clone())
@@ -528,7 +600,10 @@ pub async fn run_sql(sql: &str, tables: &[(String, PathBuf)]) -> Result<Vec<Vec<
         let plan = ctx.state().statement_to_plan(statement).await?;
         let df = ctx.execute_logical_plan(plan).await?;
         let batches = df.collect().await?;
-        if batches.iter().any(|b| b.num_columns() > 0 && b.num_rows() > 0) {
+        if batches
+            .iter()
+            .any(|b| b.num_columns() > 0 && b.num_rows() > 0)
+        {
             results.push(batches);
         }
     }
@@ -546,17 +621,32 @@ pub struct ImportReport {
 
 /// Imports a `.safetensors` model (a file or a directory of shards; memory-mapped, one tensor at
 /// a time) as a weight table: `layer_name, weights list<float32>, shape list<int64>, dtype`.
-pub fn import_safetensors(input: &Path, output: &Path, overwrite: bool, progress: &dyn Progress) -> Result<ImportReport> {
+pub fn import_safetensors(
+    input: &Path,
+    output: &Path,
+    overwrite: bool,
+    progress: &dyn Progress,
+) -> Result<ImportReport> {
     check_paths(input, output, overwrite)?;
     let model = crate::safetensors::SafetensorsModel::open(input)?;
     let (out, file) = AtomicOutput::new(output)?;
     let metadata = vec![
-        ("arrowquant.version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+        (
+            "arrowquant.version".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
         ("arrowquant.source".to_string(), input.display().to_string()),
     ];
-    let mut writer = ArrowWriter::try_new(file, crate::safetensors::schema(), Some(writer_props(metadata)))
-        .map_err(|e| Error::Data(format!("{}: {e}", output.display())))?;
-    let mut report = ImportReport { skipped: model.skipped(), ..Default::default() };
+    let mut writer = ArrowWriter::try_new(
+        file,
+        crate::safetensors::schema(),
+        Some(writer_props(metadata)),
+    )
+    .map_err(|e| Error::Data(format!("{}: {e}", output.display())))?;
+    let mut report = ImportReport {
+        skipped: model.skipped(),
+        ..Default::default()
+    };
     for batch in model.batches() {
         let batch = batch?;
         writer
@@ -607,7 +697,9 @@ pub fn write_demo_model(path: &Path, scale: f64) -> Result<()> {
             if is_norm { 1.0 + 0.05 * g } else { 0.02 * g }
         });
         if name.contains("embed") {
-            let bytes = values.flat_map(|v| half::bf16::from_f64(v).to_le_bytes()).collect();
+            let bytes = values
+                .flat_map(|v| half::bf16::from_f64(v).to_le_bytes())
+                .collect();
             tensors.push((name, safetensors::Dtype::BF16, shape, bytes));
         } else {
             let bytes = values.flat_map(|v| (v as f32).to_le_bytes()).collect();
@@ -615,7 +707,12 @@ pub fn write_demo_model(path: &Path, scale: f64) -> Result<()> {
         }
     }
     let positions: Vec<u8> = (0..512i64).flat_map(|i| i.to_le_bytes()).collect();
-    tensors.push(("model.position_ids".into(), safetensors::Dtype::I64, vec![512], positions));
+    tensors.push((
+        "model.position_ids".into(),
+        safetensors::Dtype::I64,
+        vec![512],
+        positions,
+    ));
     let views = tensors
         .iter()
         .map(|(name, dtype, shape, bytes)| {
@@ -668,8 +765,11 @@ pub fn summarize(
     let mut index: HashMap<String, (usize, usize)> = HashMap::new();
     let mut q_columns: Vec<ArrayRef> = Vec::new();
     for (b, batch) in quantized.iter().enumerate() {
-        let (Some(names), Some(q)) = (batch.column_by_name(LAYER_NAME), batch.column_by_name(Q)) else {
-            return Err(Error::Schema(format!("the quantized table needs '{LAYER_NAME}' and '{Q}' columns")));
+        let (Some(names), Some(q)) = (batch.column_by_name(LAYER_NAME), batch.column_by_name(Q))
+        else {
+            return Err(Error::Schema(format!(
+                "the quantized table needs '{LAYER_NAME}' and '{Q}' columns"
+            )));
         };
         let names = cast(names, &DataType::Utf8)?;
         let names = names.as_string::<i32>();
@@ -694,7 +794,11 @@ pub fn summarize(
         let names = names.as_string::<i32>();
         let mut picks = Vec::with_capacity(names.len());
         for r in 0..names.len() {
-            let name = if names.is_valid(r) { names.value(r) } else { "" };
+            let name = if names.is_valid(r) {
+                names.value(r)
+            } else {
+                ""
+            };
             match index.get(name) {
                 Some(&p) => picks.push(p),
                 None => {
@@ -718,7 +822,11 @@ pub fn summarize(
         fields.push(Q.into());
         columns.push(q);
         fields.push("__aq_original".into());
-        columns.push(Arc::clone(batch.column_by_name(WEIGHTS).ok_or_else(|| Error::Schema(format!("no '{WEIGHTS}' column")))?));
+        columns.push(Arc::clone(
+            batch
+                .column_by_name(WEIGHTS)
+                .ok_or_else(|| Error::Schema(format!("no '{WEIGHTS}' column")))?,
+        ));
         let joined = RecordBatch::try_from_iter(fields.into_iter().zip(columns))?;
         report.layers.extend(report_batch(&joined, &mut totals)?);
     }

@@ -55,13 +55,20 @@ pub fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new(LAYER_NAME, DataType::Utf8, false),
         Field::new(WEIGHTS, DataType::List(f32_item()), false),
-        Field::new(SHAPE, DataType::List(Arc::new(Field::new_list_field(DataType::Int64, true))), false),
+        Field::new(
+            SHAPE,
+            DataType::List(Arc::new(Field::new_list_field(DataType::Int64, true))),
+            false,
+        ),
         Field::new("dtype", DataType::Utf8, false),
     ]))
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io { path: path.display().to_string(), source }
+    move |source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 #[allow(unsafe_code)]
@@ -84,7 +91,10 @@ pub fn model_files(path: &Path) -> Result<Vec<PathBuf>> {
         let json: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| Error::Data(format!("{}: not valid JSON: {e}", index.display())))?;
         let Some(map) = json.get("weight_map").and_then(|m| m.as_object()) else {
-            return Err(Error::Data(format!("{}: no \"weight_map\" object", index.display())));
+            return Err(Error::Data(format!(
+                "{}: no \"weight_map\" object",
+                index.display()
+            )));
         };
         let mut files: Vec<PathBuf> = map
             .values()
@@ -102,7 +112,10 @@ pub fn model_files(path: &Path) -> Result<Vec<PathBuf>> {
         .collect();
     files.sort();
     if files.is_empty() {
-        return Err(Error::Data(format!("{}: no *.safetensors files", path.display())));
+        return Err(Error::Data(format!(
+            "{}: no *.safetensors files",
+            path.display()
+        )));
     }
     Ok(files)
 }
@@ -113,9 +126,13 @@ impl SafetensorsModel {
         let mut shards = Vec::new();
         for file in model_files(path)? {
             let map = map_file(&file)?;
-            let (header, metadata) = safetensors::SafeTensors::read_metadata(&map).map_err(|e| {
-                Error::Data(format!("{}: not a valid safetensors file: {e}", file.display()))
-            })?;
+            let (header, metadata) =
+                safetensors::SafeTensors::read_metadata(&map).map_err(|e| {
+                    Error::Data(format!(
+                        "{}: not a valid safetensors file: {e}",
+                        file.display()
+                    ))
+                })?;
             let mut entries: Vec<Entry> = metadata
                 .tensors()
                 .into_iter()
@@ -128,9 +145,16 @@ impl SafetensorsModel {
                 })
                 .collect();
             entries.sort_by_key(|e| (e.start, e.name.clone()));
-            shards.push(Shard { path: file, map, data_start: header + 8, entries });
+            shards.push(Shard {
+                path: file,
+                map,
+                data_start: header + 8,
+                entries,
+            });
         }
-        Ok(Self { shards: Arc::new(shards) })
+        Ok(Self {
+            shards: Arc::new(shards),
+        })
     }
 
     /// Tensors that are not floats, which the rows skip: (name, dtype).
@@ -166,7 +190,11 @@ impl SafetensorsModel {
                 .map
                 .get(shard.data_start + e.start..shard.data_start + e.end)
                 .ok_or_else(|| {
-                    Error::Data(format!("{}: tensor '{}' lies outside the file", shard.path.display(), e.name))
+                    Error::Data(format!(
+                        "{}: tensor '{}' lies outside the file",
+                        shard.path.display(),
+                        e.name
+                    ))
                 })?;
             let values = widen(e.dtype, bytes);
             let shape: Vec<i64> = e.shape.iter().map(|&d| d as i64).collect();
@@ -188,9 +216,18 @@ fn element_size(d: Dtype) -> Option<usize> {
 /// Widens little-endian `bytes` of a float dtype to f32.
 fn widen(d: Dtype, bytes: &[u8]) -> Vec<f32> {
     match d {
-        Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-        Dtype::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        Dtype::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
         Dtype::F64 => bytes
             .chunks_exact(8)
             .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
@@ -200,7 +237,13 @@ fn widen(d: Dtype, bytes: &[u8]) -> Vec<f32> {
 }
 
 /// A one-row batch of [`schema`].
-pub fn tensor_batch(schema: &SchemaRef, name: &str, values: Vec<f32>, shape: &[i64], dtype: &str) -> Result<RecordBatch> {
+pub fn tensor_batch(
+    schema: &SchemaRef,
+    name: &str,
+    values: Vec<f32>,
+    shape: &[i64],
+    dtype: &str,
+) -> Result<RecordBatch> {
     let weights = ListArray::try_new(
         f32_item(),
         OffsetBuffer::from_lengths([values.len()]),
@@ -229,9 +272,19 @@ pub fn tensor_batch(schema: &SchemaRef, name: &str, values: Vec<f32>, shape: &[i
 pub struct ReadSafetensors;
 
 impl TableFunctionImpl for ReadSafetensors {
-    fn call_with_args(&self, args: TableFunctionArgs) -> datafusion::common::Result<Arc<dyn TableProvider>> {
+    fn call_with_args(
+        &self,
+        args: TableFunctionArgs,
+    ) -> datafusion::common::Result<Arc<dyn TableProvider>> {
         let path = match args.exprs() {
-            [Expr::Literal(ScalarValue::Utf8(Some(p)) | ScalarValue::LargeUtf8(Some(p)) | ScalarValue::Utf8View(Some(p)), _)] => p.clone(),
+            [
+                Expr::Literal(
+                    ScalarValue::Utf8(Some(p))
+                    | ScalarValue::LargeUtf8(Some(p))
+                    | ScalarValue::Utf8View(Some(p)),
+                    _,
+                ),
+            ] => p.clone(),
             other => {
                 return plan_err!(
                     "'read_safetensors' takes 1 argument, a string literal path (a .safetensors \
@@ -240,8 +293,9 @@ impl TableFunctionImpl for ReadSafetensors {
                 );
             }
         };
-        let model = SafetensorsModel::open(Path::new(&path))
-            .map_err(|e| datafusion::error::DataFusionError::Plan(format!("read_safetensors: {e}")))?;
+        let model = SafetensorsModel::open(Path::new(&path)).map_err(|e| {
+            datafusion::error::DataFusionError::Plan(format!("read_safetensors: {e}"))
+        })?;
         Ok(Arc::new(SafetensorsTable { model }))
     }
 }
@@ -263,7 +317,10 @@ impl PartitionStream for SafetensorsTable {
             .model
             .batches()
             .map(|b| b.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e))));
-        Box::pin(RecordBatchStreamAdapter::new(schema(), futures::stream::iter(batches)))
+        Box::pin(RecordBatchStreamAdapter::new(
+            schema(),
+            futures::stream::iter(batches),
+        ))
     }
 }
 
@@ -284,7 +341,9 @@ impl TableProvider for SafetensorsTable {
         _filters: &[Expr],
         limit: Option<usize>,
     ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
-        let partition: Arc<dyn PartitionStream> = Arc::new(SafetensorsTable { model: self.model.clone() });
+        let partition: Arc<dyn PartitionStream> = Arc::new(SafetensorsTable {
+            model: self.model.clone(),
+        });
         Ok(Arc::new(StreamingTableExec::try_new(
             schema(),
             vec![partition],

@@ -247,7 +247,11 @@ pub fn quantize_batch(batch: &RecordBatch, opts: &QuantizeOptions) -> Result<Rec
     };
     let q = match opts.min_cosine {
         Some(t) => quantize_rows_to_target(&rows, &NumArg::Const(Some(t)), &group),
-        None => quantize_rows(&rows, &StrArg::Const(Some(opts.scheme.name().to_string())), &group),
+        None => quantize_rows(
+            &rows,
+            &StrArg::Const(Some(opts.scheme.name().to_string())),
+            &group,
+        ),
     }
     .map_err(|e| data_error(batch, e))?;
     let schema = quantized_schema(batch.schema_ref());

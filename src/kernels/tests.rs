@@ -105,7 +105,10 @@ fn int2_is_ternary_four_per_byte() {
     assert_eq!(q.scales, [2.0]);
     // codes 1, 0, 0 (-0.25), -1 (-0.5 rounds away), -1 as 2-bit crumbs, element 4i lowest
     assert_eq!(q.codes, [0b11_00_00_01, 0b11]);
-    assert_eq!(dequantize(5, Scheme::Int2, 0, &q), [2.0, 0.0, -0.0, -2.0, -2.0]);
+    assert_eq!(
+        dequantize(5, Scheme::Int2, 0, &q),
+        [2.0, 0.0, -0.0, -2.0, -2.0]
+    );
 }
 
 #[test]
@@ -113,9 +116,15 @@ fn int2_asym_codes() {
     // m = -1, d = (5 - -1) / 3 = 2: (x - m)/d = 0, 3, 1.5 -> 2, 0.75 -> 1, 0.25 -> 0
     let x = [-1.0, 5.0, 2.0, 0.5, -0.5];
     let q = quantize(&x, Scheme::Int2Asym, 0);
-    assert_eq!((q.scales.as_slice(), q.mins.as_slice()), (&[2.0][..], &[-1.0][..]));
+    assert_eq!(
+        (q.scales.as_slice(), q.mins.as_slice()),
+        (&[2.0][..], &[-1.0][..])
+    );
     assert_eq!(q.codes, [0b01_10_11_00, 0b00]);
-    assert_eq!(dequantize(5, Scheme::Int2Asym, 0, &q), [-1.0, 5.0, 3.0, 1.0, -1.0]);
+    assert_eq!(
+        dequantize(5, Scheme::Int2Asym, 0, &q),
+        [-1.0, 5.0, 3.0, 1.0, -1.0]
+    );
 }
 
 #[test]
@@ -312,14 +321,26 @@ fn quantize_to_target_picks_the_narrowest_width_that_reaches_the_target() {
     // A ternary tensor is exact in int2.
     let ternary: Vec<f32> = (0..256).map(|i| [0.5, 0.0, -0.5][i % 3]).collect();
     let mut out = QuantizedBuffers::default();
-    assert_eq!(quantize_to_target(&ternary, 0.999, 0, &mut out), Ok(Scheme::Int2));
+    assert_eq!(
+        quantize_to_target(&ternary, 0.999, 0, &mut out),
+        Ok(Scheme::Int2)
+    );
     assert_eq!(out.codes.len(), 64);
     // A heavy-tailed tensor (one huge outlier per tensor) needs int8 for 0.99.
-    let mut heavy: Vec<f32> = (0..256).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+    let mut heavy: Vec<f32> = (0..256)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+        .collect();
     heavy[7] = 400.0;
     heavy[100] = -300.0;
     let cosine = |scheme: Scheme, out: &QuantizedBuffers| {
-        let q = QuantizedRef { scheme, group_size: 0, numel: 256, codes: &out.codes, scales: &out.scales, mins: None };
+        let q = QuantizedRef {
+            scheme,
+            group_size: 0,
+            numel: 256,
+            codes: &out.codes,
+            scales: &out.scales,
+            mins: None,
+        };
         let mut y = Vec::new();
         dequantize_into(&q, &mut y).unwrap();
         error_metrics(&heavy, &y).cosine_similarity
@@ -333,7 +354,10 @@ fn quantize_to_target_picks_the_narrowest_width_that_reaches_the_target() {
     assert!(cosine(scheme, &out) >= 0.9997);
     // No width reaches an impossible target: int8 is returned.
     let mut out = QuantizedBuffers::default();
-    assert_eq!(quantize_to_target(&heavy, 1.0, 0, &mut out), Ok(Scheme::Int8));
+    assert_eq!(
+        quantize_to_target(&heavy, 1.0, 0, &mut out),
+        Ok(Scheme::Int8)
+    );
 }
 
 #[test]

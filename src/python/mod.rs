@@ -106,26 +106,41 @@ fn options(
             }
         }
     };
-    if let (Some(block), Group::Size(n)) = (scheme.block_size(), group)
-        && n != block
-        && group_size.is_some_and(|g| !g.is_none())
-        && n != crate::udf::DEFAULT_GROUP_SIZE
-    {
-        return Err(Error::Config(format!(
-            "group_size: {scheme} uses fixed blocks of {block}, got {n}"
-        )));
+    if let Some(block) = scheme.block_size() {
+        let given = match group {
+            Group::Size(n) if n == block || n == crate::udf::DEFAULT_GROUP_SIZE => None,
+            Group::Size(n) => Some(n.to_string()),
+            Group::PerTensor => Some("0 (per tensor)".to_string()),
+            Group::PerChannel => Some("'per_channel'".to_string()),
+            Group::Count(n) => Some(format!("{n} groups")),
+        };
+        if let Some(given) = given {
+            return Err(Error::Config(format!(
+                "group_size: {scheme} uses fixed blocks of {block}, got {given}"
+            )));
+        }
     }
     let group = match num_groups {
-        Some(0) => return Err(Error::Config("num_time_groups: expected a positive integer, got 0".into())),
+        Some(0) => {
+            return Err(Error::Config(
+                "num_time_groups: expected a positive integer, got 0".into(),
+            ));
+        }
         Some(n) => Group::Count(n),
         None => group,
     };
     if let Some(t) = min_cosine
         && !(-1.0..=1.0).contains(&t)
     {
-        return Err(Error::Config(format!("min_accuracy: expected a cosine similarity between -1 and 1, got {t}")));
+        return Err(Error::Config(format!(
+            "min_accuracy: expected a cosine similarity between -1 and 1, got {t}"
+        )));
     }
-    Ok(QuantizeOptions { scheme, group, min_cosine })
+    Ok(QuantizeOptions {
+        scheme,
+        group,
+        min_cosine,
+    })
 }
 
 /// Runs `f` over every batch of `data`, the GIL released around each batch and Ctrl-C honoured
@@ -205,7 +220,11 @@ fn dequantize_stream(py: Python<'_>, data: AnyRecordBatch) -> PyResult<PyTable> 
 /// The per-layer report of `quantized` against `original` (joined on `layer_name`): scheme,
 /// sizes, compression ratio and error metrics per layer; the totals in the schema metadata.
 #[pyfunction]
-fn summarize(py: Python<'_>, original: AnyRecordBatch, quantized: AnyRecordBatch) -> PyResult<PyTable> {
+fn summarize(
+    py: Python<'_>,
+    original: AnyRecordBatch,
+    quantized: AnyRecordBatch,
+) -> PyResult<PyTable> {
     use datafusion::arrow::array::{ArrayRef, Float64Array, StringArray, UInt64Array};
     use datafusion::arrow::datatypes::{Field, Schema};
     let quantized: Vec<RecordBatch> = quantized
@@ -217,15 +236,32 @@ fn summarize(py: Python<'_>, original: AnyRecordBatch, quantized: AnyRecordBatch
         .detach(|| crate::job::summarize(reader.map(|b| b.map_err(Error::Arrow)), &quantized))
         .map_err(|e| to_py(py, e))?;
     let l = &report.layers;
-    let f64s = |f: fn(&crate::job::LayerReport) -> f64| -> ArrayRef { Arc::new(Float64Array::from(l.iter().map(f).collect::<Vec<_>>())) };
-    let u64s = |f: fn(&crate::job::LayerReport) -> u64| -> ArrayRef { Arc::new(UInt64Array::from(l.iter().map(f).collect::<Vec<_>>())) };
+    let f64s = |f: fn(&crate::job::LayerReport) -> f64| -> ArrayRef {
+        Arc::new(Float64Array::from(l.iter().map(f).collect::<Vec<_>>()))
+    };
+    let u64s = |f: fn(&crate::job::LayerReport) -> u64| -> ArrayRef {
+        Arc::new(UInt64Array::from(l.iter().map(f).collect::<Vec<_>>()))
+    };
     let columns: Vec<(&str, ArrayRef)> = vec![
-        ("layer_name", Arc::new(StringArray::from(l.iter().map(|r| r.layer_name.clone()).collect::<Vec<_>>()))),
-        ("scheme", Arc::new(StringArray::from(l.iter().map(|r| r.scheme.clone()).collect::<Vec<_>>()))),
+        (
+            "layer_name",
+            Arc::new(StringArray::from(
+                l.iter().map(|r| r.layer_name.clone()).collect::<Vec<_>>(),
+            )),
+        ),
+        (
+            "scheme",
+            Arc::new(StringArray::from(
+                l.iter().map(|r| r.scheme.clone()).collect::<Vec<_>>(),
+            )),
+        ),
         ("numel", u64s(|r| r.numel)),
         ("bytes_before", u64s(|r| r.bytes_before)),
         ("bytes_after", u64s(|r| r.bytes_after)),
-        ("compression_ratio", f64s(|r| r.bytes_before as f64 / (r.bytes_after.max(1)) as f64)),
+        (
+            "compression_ratio",
+            f64s(|r| r.bytes_before as f64 / (r.bytes_after.max(1)) as f64),
+        ),
         ("mse", f64s(|r| r.mse)),
         ("max_abs_error", f64s(|r| r.max_abs_error)),
         ("sqnr_db", f64s(|r| r.sqnr_db)),
@@ -240,10 +276,16 @@ fn summarize(py: Python<'_>, original: AnyRecordBatch, quantized: AnyRecordBatch
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let fields: Vec<Field> = columns.iter().map(|(n, c)| Field::new(*n, c.data_type().clone(), false)).collect();
+    let fields: Vec<Field> = columns
+        .iter()
+        .map(|(n, c)| Field::new(*n, c.data_type().clone(), false))
+        .collect();
     let schema = Arc::new(Schema::new_with_metadata(fields, metadata));
-    let batch = RecordBatch::try_new(Arc::clone(&schema), columns.into_iter().map(|(_, c)| c).collect())
-        .map_err(|e| to_py(py, Error::Arrow(e)))?;
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        columns.into_iter().map(|(_, c)| c).collect(),
+    )
+    .map_err(|e| to_py(py, Error::Arrow(e)))?;
     PyTable::try_new(vec![batch], schema)
 }
 

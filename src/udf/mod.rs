@@ -17,9 +17,9 @@ pub use common::{q_fields, q_type};
 pub use dequantize::{Dequantize, dequantize_rows};
 pub use gguf_blocks::GgufBlocks;
 pub use quantization_error::QuantizationError;
+pub use quantize::{DEFAULT_GROUP_SIZE, DEFAULT_SCHEME, Quantize, quantize_rows};
 pub use quantize_to_target::{QuantizeToTarget, quantize_rows_to_target};
 pub use weight_entropy::WeightEntropy;
-pub use quantize::{DEFAULT_GROUP_SIZE, DEFAULT_SCHEME, Quantize, quantize_rows};
 
 /// The documentation section every arrowquant function belongs to.
 pub(crate) fn doc_section() -> DocSection {
@@ -48,7 +48,10 @@ pub fn register_all(ctx: &SessionContext) {
     for f in functions() {
         ctx.register_udf(f.as_ref().clone());
     }
-    ctx.register_udtf("read_safetensors", Arc::new(crate::safetensors::ReadSafetensors));
+    ctx.register_udtf(
+        "read_safetensors",
+        Arc::new(crate::safetensors::ReadSafetensors),
+    );
 }
 
 #[cfg(test)]

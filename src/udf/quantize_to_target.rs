@@ -44,7 +44,11 @@ fn check_target(t: f64) -> Result<(), String> {
 }
 
 /// Quantizes every row to its cosine target (NULL in any argument gives NULL).
-pub fn quantize_rows_to_target(rows: &WeightRows, target: &NumArg, group: &NumArg) -> Result<ArrayRef, RowError> {
+pub fn quantize_rows_to_target(
+    rows: &WeightRows,
+    target: &NumArg,
+    group: &NumArg,
+) -> Result<ArrayRef, RowError> {
     let mut out = QBuilder::with_capacity(rows.len());
     for i in 0..rows.len() {
         let x = rows.row(i).map_err(|e| RowError::new(i, e))?;
@@ -53,7 +57,8 @@ pub fn quantize_rows_to_target(rows: &WeightRows, target: &NumArg, group: &NumAr
             continue;
         };
         check_target(t).map_err(|e| RowError::new(i, e))?;
-        let scheme = quantize_to_target(x, t, group, out.buffers()).map_err(|e| RowError::new(i, e))?;
+        let scheme =
+            quantize_to_target(x, t, group, out.buffers()).map_err(|e| RowError::new(i, e))?;
         out.finish_row(scheme, stored_group_size(scheme, group), x.len())
             .map_err(|e| RowError::new(i, e))?;
     }
@@ -82,7 +87,13 @@ impl ScalarUDFImpl for QuantizeToTarget {
     }
 
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
-        check_arity(NAME, arg_types, 2, 3, "2 or 3 arguments: quantize_to_target(weights, min_cosine [, group_size])")?;
+        check_arity(
+            NAME,
+            arg_types,
+            2,
+            3,
+            "2 or 3 arguments: quantize_to_target(weights, min_cosine [, group_size])",
+        )?;
         let mut out = vec![
             coerce_weights(NAME, 1, &arg_types[0])?,
             coerce_float(NAME, 2, "min_cosine", &arg_types[1])?,
@@ -102,7 +113,11 @@ impl ScalarUDFImpl for QuantizeToTarget {
         if let Some(t) = scalar(1).filter(|t| !t.is_null()) {
             let value = match t.cast_to(&DataType::Float64) {
                 Ok(ScalarValue::Float64(Some(v))) => v,
-                _ => return plan_err!("'{NAME}' argument 2 (min_cosine): expected a number, got {t}"),
+                _ => {
+                    return plan_err!(
+                        "'{NAME}' argument 2 (min_cosine): expected a number, got {t}"
+                    );
+                }
             };
             if let Err(e) = check_target(value) {
                 return plan_err!("'{NAME}' argument 2 (min_cosine): {e}");
@@ -128,8 +143,13 @@ impl ScalarUDFImpl for QuantizeToTarget {
             )
             .with_argument("weights", "list<float32>")
             .with_argument("min_cosine", "the target, between -1 and 1, e.g. 0.995")
-            .with_argument("group_size", "elements per scale, 128 by default, 0 for per tensor")
-            .with_sql_example("SELECT layer_name, quantize_to_target(weights, 0.995)['scheme'] FROM layers")
+            .with_argument(
+                "group_size",
+                "elements per scale, 128 by default, 0 for per tensor",
+            )
+            .with_sql_example(
+                "SELECT layer_name, quantize_to_target(weights, 0.995)['scheme'] FROM layers",
+            )
             .build()
         }))
     }

@@ -48,9 +48,15 @@ fn invoke(args: &ScalarFunctionArgs) -> Result<ColumnarValue> {
             continue;
         };
         if !(b >= 1.0 && b <= MAX_BINS && b.fract() == 0.0) {
-            return Err(row_err(NAME, i, format!("bins must be an integer from 1 to {MAX_BINS}, got {b}")));
+            return Err(row_err(
+                NAME,
+                i,
+                format!("bins must be an integer from 1 to {MAX_BINS}, got {b}"),
+            ));
         }
-        out.push(Some(weight_entropy(x, b as usize).map_err(|e| row_err(NAME, i, e))?));
+        out.push(Some(
+            weight_entropy(x, b as usize).map_err(|e| row_err(NAME, i, e))?,
+        ));
     }
     Ok(ColumnarValue::Array(Arc::new(Float64Array::from(out))))
 }
@@ -65,7 +71,13 @@ impl ScalarUDFImpl for WeightEntropy {
     }
 
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
-        check_arity(NAME, arg_types, 1, 2, "1 or 2 arguments: weight_entropy(weights [, bins])")?;
+        check_arity(
+            NAME,
+            arg_types,
+            1,
+            2,
+            "1 or 2 arguments: weight_entropy(weights [, bins])",
+        )?;
         let mut out = vec![coerce_weights(NAME, 1, &arg_types[0])?];
         if let Some(t) = arg_types.get(1) {
             out.push(coerce_int(NAME, 2, "bins", t)?);
@@ -78,10 +90,20 @@ impl ScalarUDFImpl for WeightEntropy {
     }
 
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
-        if let Some(b) = args.scalar_arguments.get(1).copied().flatten().filter(|b| !b.is_null()) {
+        if let Some(b) = args
+            .scalar_arguments
+            .get(1)
+            .copied()
+            .flatten()
+            .filter(|b| !b.is_null())
+        {
             match b.cast_to(&DataType::Int64) {
                 Ok(ScalarValue::Int64(Some(n))) if n >= 1 && n as f64 <= MAX_BINS => {}
-                _ => return plan_err!("'{NAME}' argument 2 (bins): expected an integer from 1 to {MAX_BINS}, got {b}"),
+                _ => {
+                    return plan_err!(
+                        "'{NAME}' argument 2 (bins): expected an integer from 1 to {MAX_BINS}, got {b}"
+                    );
+                }
             }
         }
         Ok(Arc::new(Field::new(NAME, DataType::Float64, true)))

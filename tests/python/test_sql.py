@@ -29,7 +29,7 @@ def ctx() -> datafusion.SessionContext:
 
 def test_every_function_is_registered(ctx):
     names = {f.name for f in aq.udfs()}
-    assert names == {"quantize", "dequantize", "quantization_error", "gguf_blocks"}
+    assert names == {"quantize", "dequantize", "quantization_error", "gguf_blocks", "quantize_to_target", "weight_entropy"}
     for name in names:
         # Each one resolves in SQL; a wrong arity is a planning error naming the function.
         with pytest.raises(Exception, match=f"'{name}'"):
