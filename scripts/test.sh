@@ -10,3 +10,4 @@ cargo fmt --check
 ARROWQUANT_PYTHON="$VIRTUAL_ENV/bin/python" cargo test --release
 python -m pytest -q
 cargo clippy --release --all-targets -- -D warnings
+PYO3_PYTHON="$VIRTUAL_ENV/bin/python" cargo clippy --release --lib --features python -- -D warnings

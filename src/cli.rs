@@ -80,7 +80,7 @@ struct ConvertArgs {
     #[arg(long, value_parser = parse_scheme, required_unless_present = "min_cosine")]
     scheme: Option<Scheme>,
     /// Elements per scale (0: one scale per tensor). Default 128.
-    #[arg(long, conflicts_with = "per_channel")]
+    #[arg(long, conflicts_with = "per_channel", allow_negative_numbers = true)]
     group_size: Option<usize>,
     /// One scale per output channel (groups of shape[-1]).
     #[arg(long)]

@@ -318,8 +318,10 @@ fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Registers IN (a Parquet file or directory) as table `input`.
+/// Registers IN (a Parquet file or directory) as table `input`, after checking that every file
+/// has a readable footer (a 0-byte or truncated file is an error naming it).
 pub async fn register_input(ctx: &SessionContext, name: &str, input: &Path) -> Result<()> {
+    parquet_rows(input)?;
     let path = input.display().to_string();
     ctx.register_parquet(name, &path, ParquetReadOptions::default())
         .await
@@ -338,7 +340,8 @@ pub async fn convert(
     let ctx = job_context();
     register_input(&ctx, "input", input).await?;
     let df = ctx.table("input").await?;
-    crate::table::validate_schema(df.schema().as_arrow())?;
+    crate::table::validate_schema(df.schema().as_arrow())
+        .map_err(|e| Error::Schema(format!("{}: {e}", input.display())))?;
     if opts.group == Group::PerChannel && df.schema().field_with_unqualified_name(SHAPE).is_err() {
         return Err(Error::Config(format!(
             "--per-channel needs a '{SHAPE}' column, and {} has none",
@@ -409,6 +412,10 @@ pub async fn convert(
         ),
     ];
     write_streams(streams, out_schema, output, metadata, |batch| {
+        if let Some(original) = batch.column_by_name("__aq_original") {
+            let rows = WeightRows::try_new("convert", original)?;
+            crate::table::check_shapes(batch, &rows)?;
+        }
         let layers = report_batch(batch, &mut totals)?;
         let (rows, bytes) = (
             batch.num_rows() as u64,

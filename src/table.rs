@@ -162,7 +162,10 @@ fn shapes(batch: &RecordBatch) -> Result<Option<Vec<Option<Vec<i64>>>>> {
 }
 
 /// Checks every row's shape against its length; returns the per-row innermost dimension.
-fn check_shapes(batch: &RecordBatch, rows: &WeightRows) -> Result<Option<Vec<Option<i64>>>> {
+pub(crate) fn check_shapes(
+    batch: &RecordBatch,
+    rows: &WeightRows,
+) -> Result<Option<Vec<Option<i64>>>> {
     let Some(shapes) = shapes(batch)? else {
         return Ok(None);
     };

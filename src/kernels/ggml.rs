@@ -9,7 +9,7 @@ use super::{KernelError, QuantizedBuffers, QuantizedRef, Scheme, round_half_away
 const BLOCK: usize = 32;
 
 fn check_len(scheme: Scheme, numel: usize) -> Result<(), KernelError> {
-    if numel % BLOCK == 0 {
+    if numel.is_multiple_of(BLOCK) {
         Ok(())
     } else {
         Err(KernelError::NotBlockMultiple {

@@ -115,7 +115,11 @@ fn code_at(codes: &[u8], scheme: Scheme, i: usize) -> f32 {
         }
         _ => {
             let byte = codes[i / 2];
-            let nib = if i % 2 == 0 { byte & 0x0f } else { byte >> 4 };
+            let nib = if i.is_multiple_of(2) {
+                byte & 0x0f
+            } else {
+                byte >> 4
+            };
             if scheme == Scheme::Int4 {
                 f32::from(((nib << 4) as i8) >> 4)
             } else {

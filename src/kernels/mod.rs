@@ -230,7 +230,7 @@ impl QuantizedRef<'_> {
                     self.group_size
                 ));
             }
-            if self.numel % block != 0 {
+            if !self.numel.is_multiple_of(block) {
                 return bad(format!(
                     "{scheme} needs numel to be a multiple of {block}, got {}",
                     self.numel

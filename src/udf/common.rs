@@ -220,13 +220,13 @@ impl WeightRows {
                 all.len()
             ));
         };
-        if let Some(nulls) = self.values.nulls() {
-            if let Some(k) = (start..end).find(|&k| nulls.is_null(k)) {
-                return Err(format!(
-                    "element {} is null, but weights must be non-null",
-                    k - start
-                ));
-            }
+        if let Some(nulls) = self.values.nulls()
+            && let Some(k) = (start..end).find(|&k| nulls.is_null(k))
+        {
+            return Err(format!(
+                "element {} is null, but weights must be non-null",
+                k - start
+            ));
         }
         Ok(Some(row))
     }

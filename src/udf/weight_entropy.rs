@@ -47,7 +47,7 @@ fn invoke(args: &ScalarFunctionArgs) -> Result<ColumnarValue> {
             out.push(None);
             continue;
         };
-        if !(b >= 1.0 && b <= MAX_BINS && b.fract() == 0.0) {
+        if !((1.0..=MAX_BINS).contains(&b) && b.fract() == 0.0) {
             return Err(row_err(
                 NAME,
                 i,
