@@ -430,7 +430,31 @@ pub async fn convert(
     Ok(report)
 }
 
+/// Orders layer names as people do: `layers.2` before `layers.10`.
+fn natural_key(name: &str) -> Vec<(u8, u64, String)> {
+    let mut key = Vec::new();
+    let mut rest = name;
+    while !rest.is_empty() {
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        if digits > 0 {
+            let (d, r) = rest.split_at(digits);
+            key.push((0, d.parse().unwrap_or(u64::MAX), d.to_string()));
+            rest = r;
+        } else {
+            let text = rest.len() - rest.trim_start_matches(|c: char| !c.is_ascii_digit()).len();
+            let (t, r) = rest.split_at(text);
+            key.push((1, 0, t.to_string()));
+            rest = r;
+        }
+    }
+    key
+}
+
 fn finish_report(report: &mut Report, totals: [f64; 3], start: Instant) {
+    // Partitions finish in any order; the report lists layers in their natural order.
+    report
+        .layers
+        .sort_by_cached_key(|l| natural_key(&l.layer_name));
     report.bytes_before = report.layers.iter().map(|l| l.bytes_before).sum();
     report.bytes_after = report.layers.iter().map(|l| l.bytes_after).sum();
     report.compression_ratio = if report.bytes_after == 0 {
@@ -839,4 +863,31 @@ pub fn summarize(
     }
     finish_report(&mut report, totals, start);
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::natural_key;
+
+    #[test]
+    fn natural_order_of_layer_names() {
+        let mut names = vec![
+            "layers.10.w",
+            "layers.2.w",
+            "embed",
+            "layers.2.b",
+            "layers.1.w",
+        ];
+        names.sort_by_key(|n| natural_key(n));
+        assert_eq!(
+            names,
+            [
+                "embed",
+                "layers.1.w",
+                "layers.2.b",
+                "layers.2.w",
+                "layers.10.w"
+            ]
+        );
+    }
 }
