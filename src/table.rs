@@ -46,6 +46,8 @@ pub struct QuantizeOptions {
     /// When set, each row gets the narrowest of int2/int4/int8 that reaches this cosine
     /// similarity (`quantize_to_target`) and `scheme` is ignored.
     pub min_cosine: Option<f64>,
+    /// Threads for one large tensor (0: every core).
+    pub threads: usize,
 }
 
 fn is_string(t: &DataType) -> bool {
@@ -250,11 +252,14 @@ pub fn quantize_batch(batch: &RecordBatch, opts: &QuantizeOptions) -> Result<Rec
     };
     let q = match opts.min_cosine {
         Some(t) => quantize_rows_to_target(&rows, &NumArg::Const(Some(t)), &group),
-        None => quantize_rows(
-            &rows,
-            &StrArg::Const(Some(opts.scheme.name().to_string())),
-            &group,
-        ),
+        None => {
+            let threads = match opts.threads {
+                0 => std::thread::available_parallelism().map_or(1, usize::from),
+                n => n,
+            };
+            let scheme = StrArg::Const(Some(opts.scheme.name().to_string()));
+            quantize_rows(&rows, &scheme, &group, threads)
+        }
     }
     .map_err(|e| data_error(batch, e))?;
     let schema = quantized_schema(batch.schema_ref());

@@ -51,7 +51,7 @@ __all__ = [
 
 
 def quantize_arrow(
-    data: Any, scheme: str = "int8", group_size: int | str | None = DEFAULT_GROUP_SIZE
+    data: Any, scheme: str = "int8", group_size: int | str | None = DEFAULT_GROUP_SIZE, *, threads: int = 0
 ) -> pa.Table:
     """Quantize a weight table: ``SELECT <other columns>, quantize(weights, scheme, group_size) AS q``.
 
@@ -59,7 +59,8 @@ def quantize_arrow(
     collected whole, with the GIL released while each batch is quantized. ``group_size`` is a
     number of elements per scale, ``0`` or ``None`` for one scale per tensor, or
     ``"per_channel"`` for one scale per row of the innermost dimension (needs ``shape``).
-    q8_0 and q4_0 always use ggml's blocks of 32.
+    q8_0 and q4_0 always use ggml's blocks of 32. A tensor of a million elements or more is
+    split across ``threads`` threads (0: every core) at group boundaries, with the same result.
 
     >>> import pyarrow as pa, arrowquant as aq
     >>> t = pa.table({"layer_name": ["a", "b"],
@@ -70,11 +71,11 @@ def quantize_arrow(
     >>> [row["scheme"] for row in q.column("q").to_pylist()]
     ['int4', 'int4']
     """
-    return pa.table(_internal.quantize_stream(data, scheme, group_size))
+    return pa.table(_internal.quantize_stream(data, scheme, group_size, threads=threads))
 
 
 def quantize_arrow_batch(
-    batch: Any, scheme: str = "int8", group_size: int | str | None = DEFAULT_GROUP_SIZE
+    batch: Any, scheme: str = "int8", group_size: int | str | None = DEFAULT_GROUP_SIZE, *, threads: int = 0
 ) -> pa.RecordBatch:
     """Quantize one record batch (see :func:`quantize_arrow`); returns a ``pyarrow.RecordBatch``.
 
@@ -83,7 +84,7 @@ def quantize_arrow_batch(
     >>> aq.quantize_arrow_batch(b, scheme="int4", group_size=32).column("q")[0]["codes"].as_py()
     b'\\x17'
     """
-    return pa.record_batch(_internal.quantize_batch(batch, scheme, group_size))
+    return pa.record_batch(_internal.quantize_batch(batch, scheme, group_size, threads=threads))
 
 
 def dequantize_arrow(data: Any) -> pa.Table:

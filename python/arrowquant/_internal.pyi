@@ -20,6 +20,7 @@ def quantize_stream(
     group_size: int | str | None = None,
     num_groups: int | None = None,
     min_cosine: float | None = None,
+    threads: int = 0,
 ) -> Any: ...
 def quantize_batch(
     batch: Any,
@@ -27,6 +28,7 @@ def quantize_batch(
     group_size: int | str | None = None,
     num_groups: int | None = None,
     min_cosine: float | None = None,
+    threads: int = 0,
 ) -> Any: ...
 def summarize(original: Any, quantized: Any) -> Any: ...
 def dequantize_stream(data: Any) -> Any: ...

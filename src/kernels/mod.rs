@@ -201,6 +201,81 @@ pub fn weight_entropy(x: &[f32], bins: usize) -> Result<f64, KernelError> {
         .sum())
 }
 
+/// Tensors smaller than this are quantized on one thread.
+pub const PARALLEL_MIN_ELEMENTS: usize = 1 << 20;
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// [`quantize_into`] on up to `threads` threads for a large tensor: the tensor is cut at group
+/// boundaries that are also whole bytes of packed codes, so the result is identical to the
+/// serial one. Per-tensor scaling (`group_size` 0 on a linear scheme) needs the whole tensor
+/// and stays serial.
+pub fn quantize_into_parallel(
+    x: &[f32],
+    scheme: Scheme,
+    group_size: usize,
+    out: &mut QuantizedBuffers,
+    threads: usize,
+) -> Result<(), KernelError> {
+    let group = effective_group_size(scheme, group_size, x.len());
+    let per_tensor = scheme.block_size().is_none() && group_size == 0;
+    if threads <= 1 || x.len() < PARALLEL_MIN_ELEMENTS || per_tensor {
+        return quantize_into(x, scheme, group_size, out);
+    }
+    let align = group / gcd(group, 4) * 4; // a multiple of the group and of 4 elements
+    let chunk = x.len().div_ceil(threads).div_ceil(align) * align;
+    let parts: Vec<Result<QuantizedBuffers, KernelError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = x
+            .chunks(chunk)
+            .enumerate()
+            .map(|(k, part)| {
+                s.spawn(move || {
+                    let mut buf = QuantizedBuffers::default();
+                    quantize_into(part, scheme, group_size, &mut buf).map_err(|e| match e {
+                        KernelError::NonFinite { index, value } => KernelError::NonFinite {
+                            index: index + k * chunk,
+                            value,
+                        },
+                        KernelError::ScaleOverflow {
+                            scheme,
+                            block,
+                            scale,
+                        } => KernelError::ScaleOverflow {
+                            scheme,
+                            block: block + k * chunk / group,
+                            scale,
+                        },
+                        other => other,
+                    })?;
+                    Ok(buf)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(KernelError::Inconsistent(
+                        "a quantization thread panicked".into(),
+                    ))
+                })
+            })
+            .collect()
+    });
+    let mut done = Vec::with_capacity(parts.len());
+    for part in parts {
+        done.push(part?);
+    }
+    for part in done {
+        out.codes.extend_from_slice(&part.codes);
+        out.scales.extend_from_slice(&part.scales);
+        out.mins.extend_from_slice(&part.mins);
+    }
+    Ok(())
+}
+
 /// A borrowed quantized tensor: the fields of one `q` struct.
 #[derive(Debug, Clone, Copy)]
 pub struct QuantizedRef<'a> {

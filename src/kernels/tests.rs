@@ -373,6 +373,31 @@ fn entropy_of_known_histograms() {
 }
 
 #[test]
+fn parallel_quantization_is_identical_to_serial() {
+    let x = reference_values((PARALLEL_MIN_ELEMENTS + 4096) / 32);
+    for scheme in Scheme::ALL {
+        for group in [0, 32, 100, 128] {
+            let mut serial = QuantizedBuffers::default();
+            let mut parallel = QuantizedBuffers::default();
+            let a = quantize_into(&x, scheme, group, &mut serial);
+            let b = quantize_into_parallel(&x, scheme, group, &mut parallel, 3);
+            assert_eq!(a, b, "{scheme} group {group}");
+            assert_eq!(serial.codes, parallel.codes, "{scheme} group {group}");
+            assert_eq!(serial.scales, parallel.scales, "{scheme} group {group}");
+            assert_eq!(serial.mins, parallel.mins, "{scheme} group {group}");
+        }
+    }
+    let mut bad = x.clone();
+    bad[PARALLEL_MIN_ELEMENTS - 5] = f32::NAN;
+    let e = quantize_into_parallel(&bad, Scheme::Int8, 128, &mut QuantizedBuffers::default(), 4)
+        .unwrap_err();
+    assert!(
+        matches!(e, KernelError::NonFinite { index, .. } if index == PARALLEL_MIN_ELEMENTS - 5),
+        "{e}"
+    );
+}
+
+#[test]
 fn metrics_of_a_known_pair() {
     let m = error_metrics(&[1.0, 2.0, 2.0], &[1.0, 2.0, 1.0]);
     assert!((m.mse - 1.0 / 3.0).abs() < 1e-12);

@@ -74,6 +74,7 @@ fn options(
     group_size: Option<&Bound<'_, PyAny>>,
     num_groups: Option<usize>,
     min_cosine: Option<f64>,
+    threads: usize,
 ) -> Result<QuantizeOptions, Error> {
     let scheme = Scheme::parse(scheme).ok_or_else(|| {
         Error::Config(format!(
@@ -140,6 +141,7 @@ fn options(
         scheme,
         group,
         min_cosine,
+        threads,
     })
 }
 
@@ -167,7 +169,7 @@ fn map_stream(
 /// Quantizes every batch of an Arrow stream (any `__arrow_c_stream__`/`__arrow_c_array__`
 /// producer) into a table: other columns, then `q`.
 #[pyfunction]
-#[pyo3(signature = (data, scheme = "int8", group_size = None, num_groups = None, min_cosine = None))]
+#[pyo3(signature = (data, scheme = "int8", group_size = None, num_groups = None, min_cosine = None, threads = 0))]
 fn quantize_stream(
     py: Python<'_>,
     data: AnyRecordBatch,
@@ -175,8 +177,10 @@ fn quantize_stream(
     group_size: Option<&Bound<'_, PyAny>>,
     num_groups: Option<usize>,
     min_cosine: Option<f64>,
+    threads: usize,
 ) -> PyResult<PyTable> {
-    let opts = options(scheme, group_size, num_groups, min_cosine).map_err(|e| to_py(py, e))?;
+    let opts =
+        options(scheme, group_size, num_groups, min_cosine, threads).map_err(|e| to_py(py, e))?;
     if let Ok(schema) = data.schema() {
         table::validate_schema(&schema).map_err(|e| to_py(py, e))?;
     }
@@ -194,7 +198,7 @@ fn passthrough(py: Python<'_>, data: AnyRecordBatch) -> PyResult<PyTable> {
 
 /// Quantizes one record batch.
 #[pyfunction]
-#[pyo3(signature = (batch, scheme = "int8", group_size = None, num_groups = None, min_cosine = None))]
+#[pyo3(signature = (batch, scheme = "int8", group_size = None, num_groups = None, min_cosine = None, threads = 0))]
 fn quantize_batch(
     py: Python<'_>,
     batch: PyRecordBatch,
@@ -202,8 +206,10 @@ fn quantize_batch(
     group_size: Option<&Bound<'_, PyAny>>,
     num_groups: Option<usize>,
     min_cosine: Option<f64>,
+    threads: usize,
 ) -> PyResult<PyRecordBatch> {
-    let opts = options(scheme, group_size, num_groups, min_cosine).map_err(|e| to_py(py, e))?;
+    let opts =
+        options(scheme, group_size, num_groups, min_cosine, threads).map_err(|e| to_py(py, e))?;
     let batch = batch.into_inner();
     let out = py
         .detach(|| table::quantize_batch(&batch, &opts))

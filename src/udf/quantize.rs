@@ -15,7 +15,7 @@ use super::common::{
     coerce_weights, guard, parse_scheme, q_type,
 };
 use super::doc_section;
-use crate::kernels::{Scheme, quantize_into, stored_group_size};
+use crate::kernels::{Scheme, quantize_into_parallel, stored_group_size};
 
 /// The scheme used when `quantize` is called without one.
 pub const DEFAULT_SCHEME: Scheme = Scheme::Int8;
@@ -110,11 +110,13 @@ impl SchemeCache {
     }
 }
 
-/// Quantizes every row of `rows` with its scheme and group size (NULL in any gives NULL).
+/// Quantizes every row of `rows` with its scheme and group size (NULL in any gives NULL), a
+/// large row on up to `threads` threads (the SQL function uses 1: partitions are its threads).
 pub fn quantize_rows(
     rows: &WeightRows,
     scheme: &StrArg,
     group: &NumArg,
+    threads: usize,
 ) -> Result<ArrayRef, RowError> {
     let mut schemes = SchemeCache::default();
     let mut out = QBuilder::with_capacity(rows.len());
@@ -126,7 +128,8 @@ pub fn quantize_rows(
             out.null_row().map_err(|e| RowError::new(i, e))?;
             continue;
         };
-        quantize_into(x, scheme, group, out.buffers()).map_err(|e| RowError::new(i, e))?;
+        quantize_into_parallel(x, scheme, group, out.buffers(), threads)
+            .map_err(|e| RowError::new(i, e))?;
         out.finish_row(scheme, stored_group_size(scheme, group), x.len())
             .map_err(|e| RowError::new(i, e))?;
     }
@@ -144,7 +147,7 @@ fn invoke(args: &ScalarFunctionArgs) -> Result<ColumnarValue> {
         Some(v) => NumArg::new(v)?,
         None => NumArg::Const(Some(DEFAULT_GROUP_SIZE as f64)),
     };
-    let q = quantize_rows(&rows, &scheme, &group).map_err(|e| e.into_exec(NAME))?;
+    let q = quantize_rows(&rows, &scheme, &group, 1).map_err(|e| e.into_exec(NAME))?;
     Ok(ColumnarValue::Array(q))
 }
 
