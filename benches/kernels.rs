@@ -5,7 +5,10 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use arrowquant::kernels::{QuantizedBuffers, QuantizedRef, Scheme, dequantize_into, quantize_into, quantize_into_parallel, stored_group_size};
+use arrowquant::kernels::{
+    QuantizedBuffers, QuantizedRef, Scheme, dequantize_into, quantize_into, quantize_into_parallel,
+    stored_group_size,
+};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 const ROWS: usize = 4096;
@@ -26,7 +29,7 @@ fn weights() -> Vec<f32> {
 /// The speed of light: one streaming pass that reads f32 and writes i8.
 fn speed_of_light(x: &[f32], out: &mut [i8]) {
     for (o, &v) in out.iter_mut().zip(x) {
-        *o = v as i8;
+        *o = v as i32 as i8;
     }
 }
 
@@ -34,36 +37,54 @@ fn bench(c: &mut Criterion) {
     let x = weights();
     let mut g = c.benchmark_group("kernels");
     g.throughput(Throughput::Bytes((x.len() * 4) as u64));
-    g.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
     let mut sol = vec![0i8; x.len()];
-    g.bench_function("speed_of_light_f32_to_i8", |b| b.iter(|| speed_of_light(black_box(&x), &mut sol)));
+    g.bench_function("speed_of_light_f32_to_i8", |b| {
+        b.iter(|| speed_of_light(black_box(&x), &mut sol))
+    });
     let mut out = QuantizedBuffers::default();
     for scheme in Scheme::ALL {
         let groups: &[(&str, usize)] = if scheme.block_size().is_some() {
             &[("block32", 32)]
         } else {
-            &[("per_tensor", 0), ("group32", 32), ("group128", 128), ("per_channel", COLS)]
+            &[
+                ("per_tensor", 0),
+                ("group32", 32),
+                ("group128", 128),
+                ("per_channel", COLS),
+            ]
         };
         for &(label, group) in groups {
-            g.bench_with_input(BenchmarkId::new(scheme.name(), label), &group, |b, &group| {
+            g.bench_with_input(
+                BenchmarkId::new(scheme.name(), label),
+                &group,
+                |b, &group| {
+                    b.iter(|| {
+                        out.codes.clear();
+                        out.scales.clear();
+                        out.mins.clear();
+                        quantize_into(black_box(&x), scheme, group, &mut out).unwrap();
+                    })
+                },
+            );
+        }
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let group = scheme.block_size().unwrap_or(128);
+        g.bench_with_input(
+            BenchmarkId::new(scheme.name(), format!("group{group}_{threads}threads")),
+            &group,
+            |b, &group| {
                 b.iter(|| {
                     out.codes.clear();
                     out.scales.clear();
                     out.mins.clear();
-                    quantize_into(black_box(&x), scheme, group, &mut out).unwrap();
+                    quantize_into_parallel(black_box(&x), scheme, group, &mut out, threads)
+                        .unwrap();
                 })
-            });
-        }
-        let threads = std::thread::available_parallelism().map_or(1, usize::from);
-        let group = scheme.block_size().unwrap_or(128);
-        g.bench_with_input(BenchmarkId::new(scheme.name(), format!("group{group}_{threads}threads")), &group, |b, &group| {
-            b.iter(|| {
-                out.codes.clear();
-                out.scales.clear();
-                out.mins.clear();
-                quantize_into_parallel(black_box(&x), scheme, group, &mut out, threads).unwrap();
-            })
-        });
+            },
+        );
     }
     for scheme in [Scheme::Int8, Scheme::Int4, Scheme::Q4_0] {
         let mut q = QuantizedBuffers::default();

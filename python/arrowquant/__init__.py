@@ -136,7 +136,8 @@ def udfs() -> list[Any]:
 
 
 def register(ctx: Any) -> None:
-    """Register every arrowquant SQL function into a ``datafusion.SessionContext``.
+    """Register every arrowquant SQL function into a ``datafusion.SessionContext``: the scalar
+    functions of :func:`udfs` and the table function ``read_safetensors('path')``.
 
     >>> import datafusion, arrowquant as aq
     >>> ctx = datafusion.SessionContext()
@@ -148,3 +149,5 @@ def register(ctx: Any) -> None:
 
     for f in _internal.udfs():
         ctx.register_udf(datafusion.udf(f))
+    for t in _internal.udtfs():
+        ctx.register_udtf(datafusion.udtf(t, t.name))

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch, RecordBatchReader};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::logical_expr::ScalarUDF;
+use datafusion_ffi::proto::logical_extension_codec::FFI_LogicalExtensionCodec;
 use datafusion_ffi::udf::FFI_ScalarUDF;
+use datafusion_ffi::udtf::FFI_TableFunction;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyCapsule;
@@ -58,6 +60,55 @@ impl PyScalarUdf {
         let ffi = FFI_ScalarUDF::from(Arc::clone(&self.udf));
         PyCapsule::new_with_value(py, ffi, c"datafusion_scalar_udf")
     }
+}
+
+/// The table function `read_safetensors('path')`, handed to datafusion-python as an FFI capsule.
+#[pyclass(frozen, name = "TableFunction", module = "arrowquant._internal")]
+struct PyReadSafetensors;
+
+#[pymethods]
+impl PyReadSafetensors {
+    /// The function's SQL name.
+    #[getter]
+    fn name(&self) -> &'static str {
+        "read_safetensors"
+    }
+
+    /// The datafusion-ffi capsule (`datafusion_table_function`) that `datafusion.udtf(obj, name)`
+    /// reads; the session supplies the logical extension codec (datafusion-python 55).
+    fn __datafusion_table_function__<'py>(
+        &self,
+        py: Python<'py>,
+        session: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyCapsule>> {
+        let attr = "__datafusion_logical_extension_codec__";
+        let capsule = if session.hasattr(attr)? {
+            session.getattr(attr)?.call0()?
+        } else {
+            session
+        };
+        let capsule = capsule.cast_into::<PyCapsule>().map_err(|e| {
+            PyValueError::new_err(format!(
+                "expected a session or a logical codec capsule, got {e}"
+            ))
+        })?;
+        let ptr = capsule.pointer_checked(Some(c"datafusion_logical_extension_codec"))?;
+        // SAFETY: the capsule's name was checked: it holds an FFI_LogicalExtensionCodec, which
+        // lives as long as the capsule we hold here; we clone it before the capsule is dropped.
+        #[allow(unsafe_code)]
+        let codec: FFI_LogicalExtensionCodec =
+            unsafe { ptr.cast::<FFI_LogicalExtensionCodec>().as_ref() }.clone();
+        let udtf: Arc<dyn datafusion::catalog::TableFunctionImpl> =
+            Arc::new(crate::safetensors::ReadSafetensors);
+        let ffi = FFI_TableFunction::new_with_ffi_codec(udtf, None, codec);
+        PyCapsule::new_with_value(py, ffi, c"datafusion_table_function")
+    }
+}
+
+/// The table functions, for `arrowquant.register`.
+#[pyfunction]
+fn udtfs() -> Vec<PyReadSafetensors> {
+    vec![PyReadSafetensors]
 }
 
 /// Every SQL function, in the one list that `arrowquant.register` loops over.
@@ -331,6 +382,41 @@ fn cli_main(py: Python<'_>, argv: Vec<String>) -> i32 {
     py.detach(|| crate::cli::main(argv))
 }
 
+/// The speed-of-light reference for the benchmarks: one streaming pass over a list array's
+/// float32 values that writes one i8 each, on `threads` threads, with the GIL released.
+#[pyfunction]
+#[pyo3(signature = (array, threads = 1))]
+fn speed_of_light(py: Python<'_>, array: PyArray, threads: usize) -> PyResult<usize> {
+    let (array, _) = array.into_inner();
+    let values = match array.data_type() {
+        DataType::List(_) => array.as_list::<i32>().values().clone(),
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "expected a list array, got {other}"
+            )));
+        }
+    };
+    let Some(x) = values.as_primitive_opt::<datafusion::arrow::datatypes::Float32Type>() else {
+        return Err(PyValueError::new_err("expected float32 values"));
+    };
+    let x = x.values().as_ref();
+    let written = py.detach(|| {
+        let mut out = vec![0i8; x.len()];
+        let chunk = x.len().div_ceil(threads.max(1)).max(1);
+        std::thread::scope(|s| {
+            for (src, dst) in x.chunks(chunk).zip(out.chunks_mut(chunk)) {
+                s.spawn(move || {
+                    for (o, &v) in dst.iter_mut().zip(src) {
+                        *o = v as i32 as i8;
+                    }
+                });
+            }
+        });
+        std::hint::black_box(&out).len()
+    });
+    Ok(written)
+}
+
 /// The native module behind the `arrowquant` package.
 #[pymodule]
 fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -338,6 +424,8 @@ fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SCHEMES", Scheme::ALL.map(Scheme::name).to_vec())?;
     m.add("DEFAULT_GROUP_SIZE", crate::udf::DEFAULT_GROUP_SIZE)?;
     m.add_class::<PyScalarUdf>()?;
+    m.add_class::<PyReadSafetensors>()?;
+    m.add_function(wrap_pyfunction!(udtfs, m)?)?;
     m.add_function(wrap_pyfunction!(udfs, m)?)?;
     m.add_function(wrap_pyfunction!(quantize_stream, m)?)?;
     m.add_function(wrap_pyfunction!(quantize_batch, m)?)?;
@@ -347,5 +435,6 @@ fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(cli_main, m)?)?;
     m.add_function(wrap_pyfunction!(passthrough, m)?)?;
     m.add_function(wrap_pyfunction!(summarize, m)?)?;
+    m.add_function(wrap_pyfunction!(speed_of_light, m)?)?;
     Ok(())
 }

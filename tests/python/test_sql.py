@@ -114,3 +114,21 @@ def test_errors_reach_python_as_exceptions(ctx):
         ctx.sql("SELECT quantize([1.0], 'int3')").collect()
     with pytest.raises(Exception, match=r"quantize: row 0: element 1 is NaN"):
         ctx.sql("SELECT quantize([1.0, 'NaN'::double])").collect()
+
+
+def test_read_safetensors_through_datafusion_python(ctx, tmp_path):
+    """A table function crossing datafusion-ffi: segfaults unless tokio's rt-multi-thread is on."""
+    import json
+    import struct
+
+    w = np.arange(-8, 8, dtype=np.float32)
+    h = json.dumps({"w": {"dtype": "F32", "shape": [4, 4], "data_offsets": [0, 64]}}).encode()
+    h += b" " * (-len(h) % 8)
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(struct.pack("<Q", len(h)) + h + w.tobytes())
+    rows = ctx.sql(f"SELECT layer_name, shape, dequantize(quantize(weights, 'int8', shape[-1])) AS back "
+                   f"FROM read_safetensors('{path}')").to_pylist()
+    assert rows == [{"layer_name": "w", "shape": [4, 4], "back": pytest.approx(w.tolist(), abs=8 / 127 / 2 + 1e-6)}]
+    with pytest.raises(Exception, match="not a valid safetensors file"):
+        (tmp_path / "bad.safetensors").write_bytes(b"\x08\0\0\0\0\0\0\0{}")
+        ctx.sql(f"SELECT * FROM read_safetensors('{tmp_path / 'bad.safetensors'}')").collect()

@@ -1,0 +1,199 @@
+"""arrowquant against what a user would pick instead, measured in one run on the same data.
+
+Prints one table: GB/s of float32 input and the ratio to a baseline of the same section.
+  kernels (one 64 MB table, --quick; 256 MB in the full run):
+    - speed of light: numpy astype(int8) (1 thread) and the same loop in Rust (1 and all threads)
+    - arrowquant quantize_arrow per scheme, 1 thread and all threads
+    - the obvious vectorized numpy code for each scheme, gguf.quants for q8_0/q4_0
+  end to end, Parquet -> Parquet:
+    - pyarrow read_table + write_table with no quantization (the I/O floor)
+    - arrowquant convert; the SQL `COPY (SELECT ... quantize ...) TO` path
+    - pyarrow read + numpy per-row absmax int8 + pyarrow write
+    - DuckDB doing per-row absmax int8 in SQL with list lambdas (if duckdb is installed)
+
+    python benches/compare.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import arrowquant as aq
+from arrowquant import _internal
+
+ROWS = COLS = 2048  # 4 M elements (16 MB) per layer
+
+
+def make_table(mb: int) -> pa.Table:
+    n_layers = max(1, mb * 1_000_000 // (ROWS * COLS * 4))
+    numel = ROWS * COLS
+    values = pa.array(np.random.default_rng(0).standard_normal(n_layers * numel, dtype=np.float32) * 0.02)
+    offsets = pa.array(np.arange(0, (n_layers + 1) * numel, numel, dtype=np.int32))
+    return pa.table({"layer_name": [f"model.layers.{i}.weight" for i in range(n_layers)],
+                     "weights": pa.ListArray.from_arrays(offsets, values),
+                     "shape": [[ROWS, COLS]] * n_layers})
+
+
+def best(f, repeat: int) -> float:
+    f()  # warm up
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def round_away(v: np.ndarray) -> np.ndarray:
+    return np.sign(v) * np.floor(np.abs(v) + 0.5)
+
+
+def numpy_quantize(x: np.ndarray, scheme: str, g: int) -> tuple[np.ndarray, np.ndarray]:
+    """The vectorized numpy a user would write for the linear schemes (groups of g)."""
+    bits = int(scheme[3])
+    v = x.reshape(-1, g)
+    if scheme.endswith("_asym"):
+        lo, hi = v.min(axis=1, keepdims=True), v.max(axis=1, keepdims=True)
+        levels = (1 << bits) - 1
+        d = (hi - lo) / levels
+        with np.errstate(divide="ignore", invalid="ignore"):
+            q = np.where(d > 0, np.clip(round_away((v - lo) / d), 0, levels), 0).astype(np.uint8)
+    else:
+        qmax = (1 << (bits - 1)) - 1
+        d = np.abs(v).max(axis=1, keepdims=True) / qmax
+        with np.errstate(divide="ignore", invalid="ignore"):
+            q = np.where(d > 0, np.clip(round_away(v / d), -qmax, qmax), 0).astype(np.int8).view(np.uint8)
+    q = q.ravel()
+    if bits == 4:
+        q = (q[0::2] & 0x0F) | (q[1::2] << 4)
+    elif bits == 2:
+        q = (q[0::4] & 3) | ((q[1::4] & 3) << 2) | ((q[2::4] & 3) << 4) | ((q[3::4] & 3) << 6)
+    return q, d
+
+
+def kernel_rows(table: pa.Table, repeat: int) -> list[tuple[str, str, float, str]]:
+    nbytes = table.column("weights").chunk(0).values.nbytes
+    x = table.column("weights").chunk(0).values.to_numpy()
+    weights = table.column("weights").chunk(0)
+    threads = os.cpu_count() or 1
+    rows = []
+    sol_np = best(lambda: x.astype(np.int8), repeat)
+    sol_1 = best(lambda: _internal.speed_of_light(weights, 1), repeat)
+    sol_n = best(lambda: _internal.speed_of_light(weights, threads), repeat)
+    rows.append(("speed of light", "numpy astype(int8), 1 thread", nbytes / sol_np, "1.00 (baseline)"))
+    rows.append(("speed of light", "Rust f32 -> i8 loop, 1 thread", nbytes / sol_1, f"{sol_np / sol_1:.2f}"))
+    rows.append(("speed of light", f"Rust f32 -> i8 loop, {threads} threads", nbytes / sol_n, f"{sol_np / sol_n:.2f}"))
+    try:
+        from gguf.constants import GGMLQuantizationType as T
+        from gguf.quants import quantize as gguf_quantize
+    except ImportError:
+        gguf_quantize = None
+    for scheme in aq.SCHEMES:
+        g = 32 if scheme.startswith("q") else 128
+        one = best(lambda: aq.quantize_arrow(table, scheme, g, threads=1), repeat)
+        many = best(lambda: aq.quantize_arrow(table, scheme, g, threads=0), repeat)
+        if scheme.startswith("q"):
+            if gguf_quantize is None:
+                continue
+            qt = T.Q8_0 if scheme == "q8_0" else T.Q4_0
+            xs = x[: len(x) // 8]  # gguf.quants is slow: an eighth of the data
+            ref = best(lambda: gguf_quantize(xs, qt), 1) * 8
+            ref_name = "gguf.quants"
+        else:
+            ref = best(lambda: numpy_quantize(x, scheme, g), max(1, repeat // 2))
+            ref_name = "numpy"
+        rows.append((f"{scheme} g{g}", f"{ref_name}", nbytes / ref, "1.00 (baseline)"))
+        rows.append((f"{scheme} g{g}", "arrowquant, 1 thread", nbytes / one,
+                     f"{ref / one:.1f} vs {ref_name}, {sol_1 / one:.2f} of light"))
+        rows.append((f"{scheme} g{g}", f"arrowquant, {threads} threads", nbytes / many,
+                     f"{one / many:.2f} vs 1 thread"))
+    return rows
+
+
+def run(cmd: list[str]) -> None:
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+def e2e_rows(table: pa.Table, d: Path, repeat: int) -> list[tuple[str, str, float, str]]:
+    src = d / "in.parquet"
+    pq.write_table(table, src)
+    nbytes = table.column("weights").chunk(0).values.nbytes
+    cli = [sys.executable, "-m", "arrowquant"]
+
+    def floor() -> None:
+        pq.write_table(pq.read_table(src), d / "floor.parquet")
+
+    def convert() -> None:
+        run(cli + ["convert", str(src), str(d / "aq.parquet"), "--scheme", "int8", "--overwrite"])
+
+    def copy_sql() -> None:
+        out = d / "copy.parquet"
+        out.unlink(missing_ok=True)
+        run(cli + ["sql", "--table", f"t={src}",
+                   f"COPY (SELECT layer_name, shape, quantize(weights, 'int8', 128) AS q FROM t) TO '{out}' STORED AS PARQUET"])
+
+    def numpy_job() -> None:
+        t = pq.read_table(src)
+        w = t.column("weights").combine_chunks()
+        x = w.values.to_numpy().reshape(len(t), -1)
+        d_ = np.abs(x).max(axis=1, keepdims=True) / 127
+        q = round_away(x / d_).astype(np.int8)
+        codes = pa.array([row.tobytes() for row in q], pa.large_binary())
+        pq.write_table(pa.table({"layer_name": t.column("layer_name"), "codes": codes,
+                                 "scale": pa.array(d_.ravel().astype(np.float32))}), d / "np.parquet")
+
+    rows = []
+    base = best(floor, repeat)
+    rows.append(("Parquet -> Parquet", "pyarrow read + write (I/O floor)", nbytes / base, "1.00 (baseline)"))
+    for name, f in [("arrowquant convert int8 g128", convert), ("SQL COPY (SELECT quantize ...) TO", copy_sql),
+                    ("pyarrow read + numpy + write", numpy_job)]:
+        t = best(f, repeat)
+        rows.append(("Parquet -> Parquet", name, nbytes / t, f"{t / base:.2f} of the floor's time"))
+    try:
+        import duckdb
+    except ImportError:
+        rows.append(("Parquet -> Parquet", "DuckDB SQL (not installed: pip install duckdb)", float("nan"), ""))
+    else:
+        def duck() -> None:
+            con = duckdb.connect()
+            con.execute(f"""
+                COPY (SELECT layer_name, list_max(list_transform(weights, x -> abs(x))) / 127 AS d,
+                             list_transform(weights, x -> round(x / (list_max(list_transform(weights, y -> abs(y))) / 127))::TINYINT) AS q
+                      FROM read_parquet('{src}')) TO '{d / "duck.parquet"}' (FORMAT PARQUET)""")
+            con.close()
+        t = best(duck, max(1, repeat // 2))
+        rows.append(("Parquet -> Parquet", "DuckDB SQL per-row absmax int8", nbytes / t, f"{t / base:.2f} of the floor's time"))
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="64 MB and fewer repetitions (under 2 minutes)")
+    args = p.parse_args()
+    mb, repeat = (64, 2) if args.quick else (256, 3)
+    table = make_table(mb)
+    print(f"machine: {os.cpu_count()} cores, {platform.machine()}, {platform.platform()}")
+    print(f"python {platform.python_version()}, numpy {np.__version__}, pyarrow {pa.__version__}, arrowquant {aq.__version__}")
+    print(f"data: {table.num_rows} layers of [{ROWS}, {COLS}] float32 = {mb} MB; best of {repeat}\n")
+    rows = kernel_rows(table, repeat)
+    with tempfile.TemporaryDirectory(dir=os.environ.get("ARROWQUANT_BENCH_DIR")) as d:
+        rows += e2e_rows(table, Path(d), repeat)
+    print(f"| {'what':<20} | {'how':<46} | {'GB/s':>6} | ratio |")
+    print(f"|{'-' * 22}|{'-' * 48}|{'-' * 8}|-------|")
+    for what, how, gbs, ratio in rows:
+        print(f"| {what:<20} | {how:<46} | {gbs / 1e9:>6.2f} | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()
