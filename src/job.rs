@@ -426,6 +426,10 @@ pub async fn convert(
         Ok(batch.project(&keep)?)
     })
     .await?;
+    // Partitions finish in any order; the report lists layers in their natural order.
+    report
+        .layers
+        .sort_by_cached_key(|l| natural_key(&l.layer_name));
     finish_report(&mut report, totals, start);
     Ok(report)
 }
@@ -451,10 +455,6 @@ fn natural_key(name: &str) -> Vec<(u8, u64, String)> {
 }
 
 fn finish_report(report: &mut Report, totals: [f64; 3], start: Instant) {
-    // Partitions finish in any order; the report lists layers in their natural order.
-    report
-        .layers
-        .sort_by_cached_key(|l| natural_key(&l.layer_name));
     report.bytes_before = report.layers.iter().map(|l| l.bytes_before).sum();
     report.bytes_after = report.layers.iter().map(|l| l.bytes_after).sum();
     report.compression_ratio = if report.bytes_after == 0 {
