@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use arrowquant::kernels::{
     QuantizedBuffers, QuantizedRef, Scheme, dequantize_into, quantize_into, quantize_into_parallel,
-    stored_group_size,
+    speed_of_light, stored_group_size,
 };
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -24,13 +24,6 @@ fn weights() -> Vec<f32> {
             ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1
         })
         .collect()
-}
-
-/// The speed of light: one streaming pass that reads f32 and writes i8.
-fn speed_of_light(x: &[f32], out: &mut [i8]) {
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = v as i32 as i8;
-    }
 }
 
 fn bench(c: &mut Criterion) {

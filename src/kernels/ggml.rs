@@ -46,7 +46,7 @@ pub fn quantize_q8_0(x: &[f32], out: &mut QuantizedBuffers) -> Result<(), Kernel
         // infinities of a subnormal `d` and never changes a code ggml would produce.
         out.codes.extend(
             blk.iter()
-                .map(|&v| round_half_away((v * id).clamp(-128.0, 127.0)) as i8 as u8),
+                .map(|&v| round_half_away(v * id, -128.0, 127.0) as i8 as u8),
         );
     }
     Ok(())

@@ -79,7 +79,7 @@ fn quantize_sym(g: &[f32], d: f32, q: f32, codes: &mut [u8]) {
         return;
     }
     for (c, &x) in codes.iter_mut().zip(g) {
-        *c = round_half_away((x / d).clamp(-q, q)) as i8 as u8;
+        *c = round_half_away(x / d, -q, q) as i8 as u8;
     }
 }
 
@@ -89,14 +89,14 @@ fn quantize_asym(g: &[f32], m: f32, d: f32, q: f32, codes: &mut [u8]) {
         return;
     }
     for (c, &x) in codes.iter_mut().zip(g) {
-        *c = round_half_away(((x - m) / d).clamp(0.0, q)) as u8;
+        *c = round_half_away((x - m) / d, 0.0, q) as u8;
     }
 }
 
 fn quantize_asym_wide(g: &[f32], m: f32, d: f64, q: f32, codes: &mut [u8]) {
     for (c, &x) in codes.iter_mut().zip(g) {
         let v = ((f64::from(x) - f64::from(m)) / d) as f32;
-        *c = round_half_away(v.clamp(0.0, q)) as u8;
+        *c = round_half_away(v, 0.0, q) as u8;
     }
 }
 
