@@ -35,6 +35,24 @@ fn f16_scale(scheme: Scheme, block: usize, d: f32) -> Result<f32, KernelError> {
 
 /// Appends the `Q8_0` codes (one i8 per element) and f16-rounded scales of `x`.
 pub fn quantize_q8_0(x: &[f32], out: &mut QuantizedBuffers) -> Result<(), KernelError> {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: this CPU supports AVX2 (checked just above).
+        #[allow(unsafe_code)]
+        return unsafe { quantize_q8_0_avx2(x, out) };
+    }
+    quantize_q8_0_portable(x, out)
+}
+
+/// [`quantize_q8_0`] compiled for AVX2; no FMA, so the bytes are identical.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn quantize_q8_0_avx2(x: &[f32], out: &mut QuantizedBuffers) -> Result<(), KernelError> {
+    quantize_q8_0_portable(x, out)
+}
+
+#[inline(always)]
+fn quantize_q8_0_portable(x: &[f32], out: &mut QuantizedBuffers) -> Result<(), KernelError> {
     check_len(Scheme::Q8_0, x.len())?;
     out.codes.reserve(x.len());
     for (b, blk) in x.chunks_exact(BLOCK).enumerate() {
@@ -54,6 +72,24 @@ pub fn quantize_q8_0(x: &[f32], out: &mut QuantizedBuffers) -> Result<(), Kernel
 
 /// Appends the `Q4_0` codes (16 bytes per block, element j low, j + 16 high) and scales of `x`.
 pub fn quantize_q4_0(x: &[f32], out: &mut QuantizedBuffers) -> Result<(), KernelError> {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: this CPU supports AVX2 (checked just above).
+        #[allow(unsafe_code)]
+        return unsafe { quantize_q4_0_avx2(x, out) };
+    }
+    quantize_q4_0_portable(x, out)
+}
+
+/// [`quantize_q4_0`] compiled for AVX2; no FMA, so the bytes are identical.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn quantize_q4_0_avx2(x: &[f32], out: &mut QuantizedBuffers) -> Result<(), KernelError> {
+    quantize_q4_0_portable(x, out)
+}
+
+#[inline(always)]
+fn quantize_q4_0_portable(x: &[f32], out: &mut QuantizedBuffers) -> Result<(), KernelError> {
     check_len(Scheme::Q4_0, x.len())?;
     out.codes.reserve(x.len() / 2);
     for (b, blk) in x.chunks_exact(BLOCK).enumerate() {

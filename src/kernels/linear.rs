@@ -26,6 +26,39 @@ pub fn quantize_groups(
     scales: &mut Vec<f32>,
     mins: &mut Vec<f32>,
 ) -> Result<(), KernelError> {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: this CPU supports AVX2 (checked just above).
+        #[allow(unsafe_code)]
+        return unsafe { quantize_groups_avx2(x, scheme, group, codes, scales, mins) };
+    }
+    quantize_groups_portable(x, scheme, group, codes, scales, mins)
+}
+
+/// The same loop compiled for AVX2 (8 floats per instruction instead of 4). No FMA: results are
+/// bit-identical to the portable build.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn quantize_groups_avx2(
+    x: &[f32],
+    scheme: Scheme,
+    group: usize,
+    codes: &mut [u8],
+    scales: &mut Vec<f32>,
+    mins: &mut Vec<f32>,
+) -> Result<(), KernelError> {
+    quantize_groups_portable(x, scheme, group, codes, scales, mins)
+}
+
+#[inline(always)]
+fn quantize_groups_portable(
+    x: &[f32],
+    scheme: Scheme,
+    group: usize,
+    codes: &mut [u8],
+    scales: &mut Vec<f32>,
+    mins: &mut Vec<f32>,
+) -> Result<(), KernelError> {
     scales.reserve(x.len().div_ceil(group.max(1)));
     // The common group sizes get their own copy of the loop with the size a constant, which the
     // compiler unrolls and vectorizes without remainder handling per group.
@@ -73,6 +106,7 @@ fn group_loop(
     Ok(())
 }
 
+#[inline(always)]
 fn quantize_sym(g: &[f32], d: f32, q: f32, codes: &mut [u8]) {
     if d == 0.0 {
         codes.fill(0);
@@ -83,6 +117,7 @@ fn quantize_sym(g: &[f32], d: f32, q: f32, codes: &mut [u8]) {
     }
 }
 
+#[inline(always)]
 fn quantize_asym(g: &[f32], m: f32, d: f32, q: f32, codes: &mut [u8]) {
     if d == 0.0 {
         codes.fill(0);
@@ -93,6 +128,7 @@ fn quantize_asym(g: &[f32], m: f32, d: f32, q: f32, codes: &mut [u8]) {
     }
 }
 
+#[inline(always)]
 fn quantize_asym_wide(g: &[f32], m: f32, d: f64, q: f32, codes: &mut [u8]) {
     for (c, &x) in codes.iter_mut().zip(g) {
         let v = ((f64::from(x) - f64::from(m)) / d) as f32;

@@ -21,6 +21,7 @@ fn first_non_finite(g: &[f32], offset: usize) -> KernelError {
 }
 
 /// The largest |x| in `g` (0 when empty), or an error naming the first NaN or infinity.
+#[inline(always)]
 pub fn abs_max(g: &[f32], offset: usize) -> Result<f32, KernelError> {
     let m = g.iter().fold(0u32, |m, x| m.max(x.to_bits() & ABS_MASK));
     if m >= EXP_MASK {
@@ -37,6 +38,7 @@ fn ordered(bits: u32) -> i32 {
 }
 
 /// The (min, max) of `g` ((0, 0) when empty), or an error naming the first NaN or infinity.
+#[inline(always)]
 pub fn min_max(g: &[f32], offset: usize) -> Result<(f32, f32), KernelError> {
     if g.is_empty() {
         return Ok((0.0, 0.0));
