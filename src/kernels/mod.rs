@@ -367,7 +367,7 @@ pub fn speed_of_light(x: &[f32], out: &mut [i8]) {
         let v = if v.is_nan() {
             0.0
         } else {
-            v.max(-128.0).min(127.0)
+            v.clamp(-128.0, 127.0)
         };
         // SAFETY: `v` is finite and within [-128, 127].
         #[allow(unsafe_code)]
