@@ -2,6 +2,8 @@
 //! channel, on 64 MB of float32, beside the speed-of-light pass (read f32, write i8) measured in
 //! the same run. `cargo bench --bench kernels [-- FILTER]`; throughput is GB/s of f32 input.
 
+#![allow(clippy::unwrap_used)] // a benchmark has nothing to recover from
+
 use std::hint::black_box;
 use std::time::Duration;
 
