@@ -3,6 +3,7 @@
 //! the same run. `cargo bench --bench kernels [-- FILTER]`; throughput is GB/s of f32 input.
 
 #![allow(clippy::unwrap_used)] // a benchmark has nothing to recover from
+#![allow(missing_docs)] // criterion_group! generates an undocumented function
 
 use std::hint::black_box;
 use std::time::Duration;
