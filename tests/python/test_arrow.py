@@ -59,12 +59,20 @@ def test_every_producer_is_accepted(table):
         "batch": table.to_batches()[0],
         "reader": pa.RecordBatchReader.from_batches(table.schema, table.to_batches()),
     }
+    import arro3.core
+    import duckdb
+    import nanoarrow
     import polars as pl
 
     producers["polars"] = pl.from_arrow(table)
+    weights_table = table  # duckdb finds Python variables by name
+    producers["duckdb"] = duckdb.sql("SELECT * FROM weights_table")
+    producers["arro3"] = arro3.core.Table.from_arrow(table)
+    producers["nanoarrow"] = nanoarrow.ArrayStream(table)
     for name, data in producers.items():
-        got = aq.quantize_arrow(data).column("q").to_pylist()
-        assert got == want, name
+        out = aq.quantize_arrow(data)
+        got = dict(zip(out.column("layer_name").to_pylist(), out.column("q").to_pylist()))
+        assert [got[n] for n in table.column("layer_name").to_pylist()] == want, name
     assert aq.quantize_arrow_batch(table.to_batches()[0]).column("q").to_pylist() == want
 
 
