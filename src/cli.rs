@@ -153,6 +153,7 @@ pub fn format_report(r: &Report) -> String {
         "max abs err".into(),
         "sqnr dB".into(),
         "cosine".into(),
+        "sensitivity".into(),
     ]];
     for l in &r.layers {
         let shape = l.shape.as_ref().map_or(String::new(), |s| {
@@ -168,9 +169,10 @@ pub fn format_report(r: &Report) -> String {
             format!("{:.3e}", l.max_abs_error),
             format!("{:.2}", l.sqnr_db),
             format!("{:.6}", l.cosine_similarity),
+            format!("{:.2}", l.sensitivity),
         ]);
     }
-    let widths: Vec<usize> = (0..9)
+    let widths: Vec<usize> = (0..10)
         .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();

@@ -21,7 +21,7 @@ use parquet::file::properties::WriterProperties;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::kernels::{Scheme, dequantize_into, error_metrics};
+use crate::kernels::{Scheme, dequantize_into, error_metrics, weight_entropy};
 use crate::table::{Group, LAYER_NAME, Q, SHAPE, WEIGHTS};
 use crate::udf::common::{QRows, WeightRows};
 
@@ -85,6 +85,9 @@ pub struct LayerReport {
     pub sqnr_db: f64,
     /// Cosine similarity.
     pub cosine_similarity: f64,
+    /// Sensitivity: the Shannon entropy in bits of the layer's 256-bin weight histogram
+    /// (`weight_entropy`); high entropy layers lose more to few bits.
+    pub sensitivity: f64,
 }
 
 /// What a job did: per layer, totals and throughput.
@@ -515,6 +518,7 @@ fn report_batch(batch: &RecordBatch, totals: &mut [f64; 3]) -> Result<Vec<LayerR
         });
         let Ok(Some(x)) = xs.row(i) else { continue };
         let bytes_before = 4 * x.len() as u64;
+        let sensitivity = weight_entropy(x, 256).unwrap_or(f64::NAN);
         let line = match qs.row(i) {
             Ok(Some(r)) => {
                 scratch.clear();
@@ -539,6 +543,7 @@ fn report_batch(batch: &RecordBatch, totals: &mut [f64; 3]) -> Result<Vec<LayerR
                     max_abs_error: m.max_abs_error,
                     sqnr_db: m.sqnr_db,
                     cosine_similarity: m.cosine_similarity,
+                    sensitivity,
                 }
             }
             _ => {
@@ -557,6 +562,7 @@ fn report_batch(batch: &RecordBatch, totals: &mut [f64; 3]) -> Result<Vec<LayerR
                     max_abs_error: 0.0,
                     sqnr_db: f64::INFINITY,
                     cosine_similarity: 1.0,
+                    sensitivity,
                 }
             }
         };

@@ -323,6 +323,7 @@ fn summarize(
         ("max_abs_error", f64s(|r| r.max_abs_error)),
         ("sqnr_db", f64s(|r| r.sqnr_db)),
         ("cosine_similarity", f64s(|r| r.cosine_similarity)),
+        ("sensitivity", f64s(|r| r.sensitivity)),
     ];
     let metadata = [
         ("compression_ratio", report.compression_ratio.to_string()),

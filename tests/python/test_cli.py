@@ -117,6 +117,8 @@ def test_convert_writes_q_keeps_excluded_layers_and_reports(layers, tmp_path):
     assert by_name["encoder.0.weight"]["bytes_before"] == 4096
     assert by_name["encoder.0.weight"]["bytes_after"] == 1024 + 16 * 4
     assert by_name["encoder.0.weight"]["cosine_similarity"] > 0.999
+    assert by_name["encoder.norm.weight"]["sensitivity"] == 0.0  # a constant layer
+    assert 5.0 < by_name["encoder.0.weight"]["sensitivity"] < 8.0
     assert r["compression_ratio"] > 2.5
 
     back = tmp_path / "back.parquet"
