@@ -202,14 +202,24 @@ impl WeightRows {
 
     /// The weights of row `i` (`None` for a NULL row), or an error message for a null element.
     pub fn row(&self, i: usize) -> Result<Option<&[f32]>, String> {
+        if i >= self.len {
+            return Err(format!("row {i} is outside the list's {} rows", self.len));
+        }
         if matches!(self.offsets, Offsets::AllNull)
             || self.nulls.as_ref().is_some_and(|n| n.is_null(i))
         {
             return Ok(None);
         }
+        let pair = |a: Option<i64>, b: Option<i64>| match (a, b) {
+            (Some(a), Some(b)) if 0 <= a && a <= b => Ok((a as usize, b as usize)),
+            _ => Err(format!("row {i} is outside the list's {} rows", self.len)),
+        };
         let (start, end) = match &self.offsets {
-            Offsets::Small(o) => (o[i] as usize, o[i + 1] as usize),
-            Offsets::Large(o) => (o[i] as usize, o[i + 1] as usize),
+            Offsets::Small(o) => pair(
+                o.get(i).map(|&v| i64::from(v)),
+                o.get(i + 1).map(|&v| i64::from(v)),
+            )?,
+            Offsets::Large(o) => pair(o.get(i).copied(), o.get(i + 1).copied())?,
             Offsets::Fixed { size, first } => ((first + i) * size, (first + i + 1) * size),
             Offsets::AllNull => return Ok(None),
         };
@@ -502,6 +512,9 @@ impl QRows {
     /// Row `i` as a borrowed quantized tensor (`None` when NULL), or an error message saying
     /// which field is missing or malformed.
     pub fn row(&self, i: usize) -> Result<Option<QuantizedRef<'_>>, String> {
+        if i >= self.len {
+            return Err(format!("row {i} is outside the {} rows", self.len));
+        }
         if self.nulls.as_ref().is_some_and(|n| n.is_null(i)) {
             return Ok(None);
         }
