@@ -1,22 +1,21 @@
-//! Arbitrary bytes as a `.safetensors` file, read the way `src/safetensors.rs` does: the header
-//! check either refuses the file or every tensor's bytes lie inside it, so slicing never panics.
+//! Arbitrary bytes as a `.safetensors` file through arrowquant's own reader (src/safetensors/
+//! parse.rs, compiled here on its own): it refuses the file with a message or lists tensors whose
+//! bytes lie inside it, and widening a float tensor gives exactly shape-product values.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
+#[allow(dead_code)]
+#[path = "../../src/safetensors/parse.rs"]
+mod parse;
+
 fuzz_target!(|data: &[u8]| {
-    let Ok((header, metadata)) = safetensors::SafeTensors::read_metadata(data) else { return };
-    let start = header + 8;
-    for (_, info) in metadata.tensors() {
-        let (a, b) = info.data_offsets;
-        let bytes = data.get(start + a..start + b).expect("validated offsets lie inside the file");
-        let elements: usize = info.shape.iter().product();
-        let size = match info.dtype {
-            safetensors::Dtype::F16 | safetensors::Dtype::BF16 => 2,
-            safetensors::Dtype::F32 => 4,
-            safetensors::Dtype::F64 => 8,
-            _ => continue,
-        };
-        assert_eq!(bytes.len(), elements * size, "validated size matches shape × dtype");
+    let Ok(entries) = parse::entries(data) else { return };
+    for e in entries {
+        let bytes = e.bytes(data).expect("a listed tensor lies inside the file");
+        let Some(size) = parse::element_size(e.dtype) else { continue };
+        let numel: usize = e.shape.iter().product();
+        assert_eq!(bytes.len(), numel * size);
+        assert_eq!(parse::widen(e.dtype, bytes).len(), numel);
     }
 });

@@ -19,28 +19,20 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 use memmap2::Mmap;
-use safetensors::Dtype;
+
+mod parse;
+
+pub use parse::{Entry, element_size, entries, widen};
 
 use crate::error::{Error, Result};
 use crate::table::{LAYER_NAME, SHAPE, WEIGHTS};
 use crate::udf::common::f32_item;
-
-/// One tensor of a file: where its bytes are.
-#[derive(Debug, Clone)]
-struct Entry {
-    name: String,
-    dtype: Dtype,
-    shape: Vec<usize>,
-    start: usize,
-    end: usize,
-}
 
 /// One mapped file and its tensors, in file order.
 #[derive(Debug)]
 struct Shard {
     path: PathBuf,
     map: Mmap,
-    data_start: usize,
     entries: Vec<Entry>,
 }
 
@@ -126,29 +118,11 @@ impl SafetensorsModel {
         let mut shards = Vec::new();
         for file in model_files(path)? {
             let map = map_file(&file)?;
-            let (header, metadata) =
-                safetensors::SafeTensors::read_metadata(&map).map_err(|e| {
-                    Error::Data(format!(
-                        "{}: not a valid safetensors file: {e}",
-                        file.display()
-                    ))
-                })?;
-            let mut entries: Vec<Entry> = metadata
-                .tensors()
-                .into_iter()
-                .map(|(name, info)| Entry {
-                    name,
-                    dtype: info.dtype,
-                    shape: info.shape.clone(),
-                    start: info.data_offsets.0,
-                    end: info.data_offsets.1,
-                })
-                .collect();
-            entries.sort_by_key(|e| (e.start, e.name.clone()));
+            let entries = parse::entries(&map)
+                .map_err(|e| Error::Data(format!("{}: {e}", file.display())))?;
             shards.push(Shard {
                 path: file,
                 map,
-                data_start: header + 8,
                 entries,
             });
         }
@@ -186,53 +160,17 @@ impl SafetensorsModel {
         positions.into_iter().map(move |(s, i)| {
             let shard = &shards[s];
             let e = &shard.entries[i];
-            let bytes = shard
-                .map
-                .get(shard.data_start + e.start..shard.data_start + e.end)
-                .ok_or_else(|| {
-                    Error::Data(format!(
-                        "{}: tensor '{}' lies outside the file",
-                        shard.path.display(),
-                        e.name
-                    ))
-                })?;
+            let bytes = e.bytes(&shard.map).ok_or_else(|| {
+                Error::Data(format!(
+                    "{}: tensor '{}' lies outside the file",
+                    shard.path.display(),
+                    e.name
+                ))
+            })?;
             let values = widen(e.dtype, bytes);
             let shape: Vec<i64> = e.shape.iter().map(|&d| d as i64).collect();
             tensor_batch(&schema, &e.name, values, &shape, &format!("{:?}", e.dtype))
         })
-    }
-}
-
-/// Bytes per element of the float dtypes arrowquant widens to f32; `None` for the others.
-fn element_size(d: Dtype) -> Option<usize> {
-    match d {
-        Dtype::F16 | Dtype::BF16 => Some(2),
-        Dtype::F32 => Some(4),
-        Dtype::F64 => Some(8),
-        _ => None,
-    }
-}
-
-/// Widens little-endian `bytes` of a float dtype to f32.
-fn widen(d: Dtype, bytes: &[u8]) -> Vec<f32> {
-    match d {
-        Dtype::F32 => bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        Dtype::F16 => bytes
-            .chunks_exact(2)
-            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => bytes
-            .chunks_exact(2)
-            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        Dtype::F64 => bytes
-            .chunks_exact(8)
-            .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
-            .collect(),
-        _ => Vec::new(),
     }
 }
 
