@@ -3,8 +3,8 @@
 
 use half::f16;
 
-use super::scan::abs_max;
-use super::{KernelError, QuantizedBuffers, QuantizedRef, Scheme, round_half_away};
+use super::scan::{abs_max, min_max};
+use super::{KernelError, QuantizedRef, Scheme, round_half_away};
 
 const BLOCK: usize = 32;
 
@@ -33,68 +33,95 @@ fn f16_scale(scheme: Scheme, block: usize, d: f32) -> Result<f32, KernelError> {
     Ok(h.to_f32())
 }
 
-/// Appends the `Q8_0` codes (one i8 per element) and f16-rounded scales of `x`.
-pub fn quantize_q8_0(x: &[f32], out: &mut QuantizedBuffers) -> Result<(), KernelError> {
+/// Quantizes `x` (a whole number of blocks) with `Q8_0` or `Q4_0` into `codes`
+/// (`scheme.code_bytes(x.len())` bytes) and one f16-rounded scale per block in `scales`. The
+/// caller sizes both slices exactly; block and element indices in errors count within `x`.
+pub fn quantize(
+    x: &[f32],
+    scheme: Scheme,
+    codes: &mut [u8],
+    scales: &mut [f32],
+) -> Result<(), KernelError> {
+    check_len(scheme, x.len())?;
+    if codes.len() != scheme.code_bytes(x.len()) || scales.len() != x.len() / BLOCK {
+        return Err(KernelError::Inconsistent(format!(
+            "{scheme} output buffers sized wrong for {} elements",
+            x.len()
+        )));
+    }
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: this CPU supports AVX2 (checked just above).
         #[allow(unsafe_code)]
-        return unsafe { quantize_q8_0_avx2(x, out) };
+        return unsafe { quantize_avx2(x, scheme, codes, scales) };
     }
-    quantize_q8_0_portable(x, out)
+    quantize_portable(x, scheme, codes, scales)
 }
 
-/// [`quantize_q8_0`] compiled for AVX2; no FMA, so the bytes are identical.
+/// [`quantize`] compiled for AVX2; no FMA, so the bytes are identical.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn quantize_q8_0_avx2(x: &[f32], out: &mut QuantizedBuffers) -> Result<(), KernelError> {
-    quantize_q8_0_portable(x, out)
+fn quantize_avx2(
+    x: &[f32],
+    scheme: Scheme,
+    codes: &mut [u8],
+    scales: &mut [f32],
+) -> Result<(), KernelError> {
+    quantize_portable(x, scheme, codes, scales)
 }
 
 #[inline(always)]
-fn quantize_q8_0_portable(x: &[f32], out: &mut QuantizedBuffers) -> Result<(), KernelError> {
-    check_len(Scheme::Q8_0, x.len())?;
-    out.codes.reserve(x.len());
-    for (b, blk) in x.chunks_exact(BLOCK).enumerate() {
-        let amax = abs_max(blk, b * BLOCK)?;
-        let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        out.scales.push(f16_scale(Scheme::Q8_0, b, d)?);
-        // |x * id| <= 127 (+ rounding) for every normal scale; the clamp only tames the
-        // infinities of a subnormal `d` and never changes a code ggml would produce.
-        out.codes.extend(
-            blk.iter()
-                .map(|&v| round_half_away(v * id, -128.0, 127.0) as i8 as u8),
-        );
+fn quantize_portable(
+    x: &[f32],
+    scheme: Scheme,
+    codes: &mut [u8],
+    scales: &mut [f32],
+) -> Result<(), KernelError> {
+    let per_block = scheme.code_bytes(BLOCK);
+    let blocks = x
+        .chunks_exact(BLOCK)
+        .zip(codes.chunks_exact_mut(per_block))
+        .zip(scales.iter_mut())
+        .enumerate();
+    for (b, ((blk, out), scale)) in blocks {
+        if scheme == Scheme::Q8_0 {
+            *scale = q8_0_block(blk, b, out)?;
+        } else {
+            *scale = q4_0_block(blk, b, out)?;
+        }
     }
     Ok(())
 }
 
-/// Appends the `Q4_0` codes (16 bytes per block, element j low, j + 16 high) and scales of `x`.
-pub fn quantize_q4_0(x: &[f32], out: &mut QuantizedBuffers) -> Result<(), KernelError> {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: this CPU supports AVX2 (checked just above).
-        #[allow(unsafe_code)]
-        return unsafe { quantize_q4_0_avx2(x, out) };
-    }
-    quantize_q4_0_portable(x, out)
-}
-
-/// [`quantize_q4_0`] compiled for AVX2; no FMA, so the bytes are identical.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn quantize_q4_0_avx2(x: &[f32], out: &mut QuantizedBuffers) -> Result<(), KernelError> {
-    quantize_q4_0_portable(x, out)
-}
-
+/// One `Q8_0` block: codes `roundf(x * id)` with `d = max|x| / 127`, `id = 1/d`; returns the
+/// f16-rounded scale.
 #[inline(always)]
-fn quantize_q4_0_portable(x: &[f32], out: &mut QuantizedBuffers) -> Result<(), KernelError> {
-    check_len(Scheme::Q4_0, x.len())?;
-    out.codes.reserve(x.len() / 2);
-    for (b, blk) in x.chunks_exact(BLOCK).enumerate() {
-        abs_max(blk, b * BLOCK)?;
-        // The signed value of largest magnitude; the first one wins a tie.
+fn q8_0_block(blk: &[f32], b: usize, out: &mut [u8]) -> Result<f32, KernelError> {
+    let amax = abs_max(blk, b * BLOCK)?;
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let scale = f16_scale(Scheme::Q8_0, b, d)?;
+    // |x * id| <= 127 (+ rounding) for every normal scale; the clamp only tames the
+    // infinities of a subnormal `d` and never changes a code ggml would produce.
+    for (c, &v) in out.iter_mut().zip(blk) {
+        *c = round_half_away(v * id, -128.0, 127.0) as i8 as u8;
+    }
+    Ok(scale)
+}
+
+/// One `Q4_0` block (16 bytes, element j low, j + 16 high): `d = max / -8` where `max` is the
+/// signed value of largest magnitude (the first one wins a tie), codes
+/// `min(15, trunc(x * id + 8.5))`; returns the f16-rounded scale.
+#[inline(always)]
+fn q4_0_block(blk: &[f32], b: usize, out: &mut [u8]) -> Result<f32, KernelError> {
+    let (lo, hi) = min_max(blk, b * BLOCK)?;
+    let max = if hi > -lo {
+        hi
+    } else if -lo > hi {
+        lo
+    } else {
+        // A tie in magnitude (or an all-zero block): the first of largest magnitude, exactly as
+        // ggml's scalar loop finds it (which also fixes the sign of a zero scale).
         let (mut amax, mut max) = (0.0f32, 0.0f32);
         for &v in blk {
             if amax < v.abs() {
@@ -102,17 +129,26 @@ fn quantize_q4_0_portable(x: &[f32], out: &mut QuantizedBuffers) -> Result<(), K
                 max = v;
             }
         }
-        let d = max / -8.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        out.scales.push(f16_scale(Scheme::Q4_0, b, d)?);
-        let (lo, hi) = blk.split_at(BLOCK / 2);
-        out.codes.extend(lo.iter().zip(hi).map(|(&x0, &x1)| {
-            let q0 = ((x0 * id + 8.5) as i8).min(15) as u8 & 0x0f;
-            let q1 = ((x1 * id + 8.5) as i8).min(15) as u8 & 0x0f;
-            q0 | (q1 << 4)
-        }));
+        max
+    };
+    let d = max / -8.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let scale = f16_scale(Scheme::Q4_0, b, d)?;
+    let code = |v: f32| -> u8 {
+        // x * id lies in [-8, 8], so v is in [0.5, 16.5] except for the infinities and NaN of
+        // a subnormal `d`: max/min clamp those (NaN to 0) as the saturating cast did, and the
+        // truncation of a value in [0, 15] is the `(int8_t)` of ggml followed by its MIN(15, ·).
+        let v = (v * id + 8.5).max(0.0).min(15.0);
+        // SAFETY: `v` is finite and within [0, 15].
+        #[allow(unsafe_code)]
+        let t: i32 = unsafe { v.to_int_unchecked() };
+        t as u8
+    };
+    let (first, second) = blk.split_at(BLOCK / 2);
+    for ((o, &x0), &x1) in out.iter_mut().zip(first).zip(second) {
+        *o = code(x0) | (code(x1) << 4);
     }
-    Ok(())
+    Ok(scale)
 }
 
 /// Reconstructs a validated `q8_0`/`q4_0` value into `out` (`out.len() == q.numel`).

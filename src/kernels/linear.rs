@@ -1,8 +1,16 @@
 //! The linear schemes `int8`, `int8_asym`, `int4`, `int4_asym`, `int2`, `int2_asym`: one scale
 //! (and min) per group.
+//!
+//! A tensor is walked in tiles of [`TILE`] elements. Entering a group computes its scale (one
+//! pass over the group, which then sits in L1); each tile's codes are written straight into the
+//! output (8-bit) or into a small stack buffer that is packed into the output (4- and 2-bit), so
+//! every byte of input is read from memory once and every byte of output written once.
 
 use super::scan::{abs_max, min_max};
 use super::{KernelError, QuantizedRef, Scheme, effective_group_size, round_half_away};
+
+/// Elements quantized per tile: a multiple of 4, so a tile always packs into whole bytes.
+const TILE: usize = 4096;
 
 /// Largest code magnitude of a symmetric scheme, or number of steps of an asymmetric one.
 fn levels(scheme: Scheme) -> f32 {
@@ -16,144 +24,199 @@ fn levels(scheme: Scheme) -> f32 {
     }
 }
 
-/// Quantizes `x` group by group into one unpacked code byte per element (`codes.len() ==
-/// x.len()`), pushing one scale (and, if asymmetric, one min) per group.
-pub fn quantize_groups(
+/// How one group's elements become codes.
+#[derive(Clone, Copy)]
+enum Step {
+    /// Scale 0: every code is 0.
+    Zero,
+    /// Symmetric: round(x / d) in [-q, q].
+    Sym { d: f32, q: f32 },
+    /// Asymmetric: round((x - m) / d) in [0, q].
+    Asym { m: f32, d: f32, q: f32 },
+    /// Asymmetric with a range beyond f32::MAX: the same arithmetic in f64.
+    AsymWide { m: f32, d: f64, q: f32 },
+}
+
+/// The scale, min and step of group `g`, whose first element has index `offset`.
+#[inline(always)]
+fn group_step(g: &[f32], scheme: Scheme, offset: usize) -> Result<(f32, f32, Step), KernelError> {
+    let q = levels(scheme);
+    if !scheme.is_asymmetric() {
+        let d = abs_max(g, offset)? / q;
+        let step = if d == 0.0 {
+            Step::Zero
+        } else {
+            Step::Sym { d, q }
+        };
+        return Ok((d, 0.0, step));
+    }
+    let (lo, hi) = min_max(g, offset)?;
+    let range = hi - lo;
+    if range.is_finite() {
+        let d = range / q;
+        let step = if d == 0.0 {
+            Step::Zero
+        } else {
+            Step::Asym { m: lo, d, q }
+        };
+        Ok((d, lo, step))
+    } else {
+        let d = (f64::from(hi) - f64::from(lo)) / f64::from(q);
+        Ok((d as f32, lo, Step::AsymWide { m: lo, d, q }))
+    }
+}
+
+/// Writes one code byte per element of `x` into `codes` (`codes.len() == x.len()`).
+#[inline(always)]
+fn quantize_run(x: &[f32], step: Step, codes: &mut [u8]) {
+    match step {
+        Step::Zero => codes.fill(0),
+        Step::Sym { d, q } => {
+            for (c, &v) in codes.iter_mut().zip(x) {
+                *c = round_half_away(v / d, -q, q) as i8 as u8;
+            }
+        }
+        Step::Asym { m, d, q } => {
+            for (c, &v) in codes.iter_mut().zip(x) {
+                *c = round_half_away((v - m) / d, 0.0, q) as u8;
+            }
+        }
+        Step::AsymWide { m, d, q } => {
+            for (c, &v) in codes.iter_mut().zip(x) {
+                let v = ((f64::from(v) - f64::from(m)) / d) as f32;
+                *c = round_half_away(v, 0.0, q) as u8;
+            }
+        }
+    }
+}
+
+/// Packs one code per byte into two per byte, element 2i in the low nibble
+/// (`out.len() == codes.len().div_ceil(2)`).
+#[inline(always)]
+fn pack_nibbles(codes: &[u8], out: &mut [u8]) {
+    let mut pairs = codes.chunks_exact(2);
+    for (o, p) in out.iter_mut().zip(pairs.by_ref()) {
+        *o = (p[0] & 0x0f) | (p[1] << 4);
+    }
+    if let ([last], Some(o)) = (pairs.remainder(), out.last_mut()) {
+        *o = last & 0x0f;
+    }
+}
+
+/// Packs one code per byte into four per byte, element 4i in bits 0–1
+/// (`out.len() == codes.len().div_ceil(4)`).
+#[inline(always)]
+fn pack_crumbs(codes: &[u8], out: &mut [u8]) {
+    let mut quads = codes.chunks_exact(4);
+    for (o, c) in out.iter_mut().zip(quads.by_ref()) {
+        *o = (c[0] & 3) | ((c[1] & 3) << 2) | ((c[2] & 3) << 4) | ((c[3] & 3) << 6);
+    }
+    let rest = quads.remainder();
+    if !rest.is_empty()
+        && let Some(o) = out.last_mut()
+    {
+        *o = rest
+            .iter()
+            .enumerate()
+            .fold(0u8, |byte, (k, &c)| byte | ((c & 3) << (2 * k)));
+    }
+}
+
+/// Quantizes `x` in groups of `group` elements (`group >= 1`) into packed `codes`
+/// (`scheme.code_bytes(x.len())` bytes), one scale per group in `scales` and, for asymmetric
+/// schemes, one min per group in `mins`. The caller sizes the three slices exactly
+/// ([`super::quantize_into_parallel`] does); element indices in errors count from 0 within `x`.
+pub fn quantize(
     x: &[f32],
     scheme: Scheme,
     group: usize,
     codes: &mut [u8],
-    scales: &mut Vec<f32>,
-    mins: &mut Vec<f32>,
+    scales: &mut [f32],
+    mins: &mut [f32],
 ) -> Result<(), KernelError> {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: this CPU supports AVX2 (checked just above).
         #[allow(unsafe_code)]
-        return unsafe { quantize_groups_avx2(x, scheme, group, codes, scales, mins) };
+        return unsafe { quantize_avx2(x, scheme, group, codes, scales, mins) };
     }
-    quantize_groups_portable(x, scheme, group, codes, scales, mins)
+    quantize_portable(x, scheme, group, codes, scales, mins)
 }
 
 /// The same loop compiled for AVX2 (8 floats per instruction instead of 4). No FMA: results are
 /// bit-identical to the portable build.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn quantize_groups_avx2(
+fn quantize_avx2(
     x: &[f32],
     scheme: Scheme,
     group: usize,
     codes: &mut [u8],
-    scales: &mut Vec<f32>,
-    mins: &mut Vec<f32>,
+    scales: &mut [f32],
+    mins: &mut [f32],
 ) -> Result<(), KernelError> {
-    quantize_groups_portable(x, scheme, group, codes, scales, mins)
+    quantize_portable(x, scheme, group, codes, scales, mins)
 }
 
 #[inline(always)]
-fn quantize_groups_portable(
+fn quantize_portable(
     x: &[f32],
     scheme: Scheme,
     group: usize,
     codes: &mut [u8],
-    scales: &mut Vec<f32>,
-    mins: &mut Vec<f32>,
+    scales: &mut [f32],
+    mins: &mut [f32],
 ) -> Result<(), KernelError> {
-    scales.reserve(x.len().div_ceil(group.max(1)));
-    // The common group sizes get their own copy of the loop with the size a constant, which the
-    // compiler unrolls and vectorizes without remainder handling per group.
-    match group {
-        32 => group_loop(x, scheme, 32, codes, scales, mins),
-        64 => group_loop(x, scheme, 64, codes, scales, mins),
-        128 => group_loop(x, scheme, 128, codes, scales, mins),
-        256 => group_loop(x, scheme, 256, codes, scales, mins),
-        _ => group_loop(x, scheme, group, codes, scales, mins),
+    let group = group.max(1);
+    let groups = x.len().div_ceil(group);
+    let asym = scheme.is_asymmetric();
+    if codes.len() != scheme.code_bytes(x.len())
+        || scales.len() != groups
+        || mins.len() != if asym { groups } else { 0 }
+    {
+        return Err(KernelError::Inconsistent(format!(
+            "{scheme} output buffers sized wrong for {} elements in groups of {group}",
+            x.len()
+        )));
     }
-}
-
-#[inline(always)]
-fn group_loop(
-    x: &[f32],
-    scheme: Scheme,
-    group: usize,
-    codes: &mut [u8],
-    scales: &mut Vec<f32>,
-    mins: &mut Vec<f32>,
-) -> Result<(), KernelError> {
-    let q = levels(scheme);
-    for (gi, (g, c)) in x.chunks(group).zip(codes.chunks_mut(group)).enumerate() {
-        let offset = gi * group;
-        if scheme.is_asymmetric() {
-            let (lo, hi) = min_max(g, offset)?;
-            let range = hi - lo;
-            if range.is_finite() {
-                let d = range / q;
-                scales.push(d);
-                quantize_asym(g, lo, d, q, c);
-            } else {
-                // Only for ranges beyond f32::MAX: the same arithmetic in f64.
-                let d = (f64::from(hi) - f64::from(lo)) / f64::from(q);
-                scales.push(d as f32);
-                quantize_asym_wide(g, lo, d, q, c);
-            }
-            mins.push(lo);
+    let bits = usize::from(scheme.bits());
+    let mut tile = [0u8; TILE];
+    let mut step = Step::Zero;
+    let (mut next_group, mut gi) = (0usize, 0usize);
+    for (t, xt) in x.chunks(TILE).enumerate() {
+        let base = t * TILE;
+        let packed = &mut codes[base * bits / 8..][..(xt.len() * bits).div_ceil(8)];
+        let buf: &mut [u8] = if bits == 8 {
+            packed
         } else {
-            let d = abs_max(g, offset)? / q;
-            scales.push(d);
-            quantize_sym(g, d, q, c);
+            &mut tile[..xt.len()]
+        };
+        let mut pos = 0;
+        while pos < xt.len() {
+            let at = base + pos;
+            if at == next_group {
+                let g = &x[at..x.len().min(at.saturating_add(group))];
+                let (d, m, s) = group_step(g, scheme, at)?;
+                scales[gi] = d;
+                if asym {
+                    mins[gi] = m;
+                }
+                step = s;
+                gi += 1;
+                next_group = at.saturating_add(group);
+            }
+            let end = xt.len().min(next_group - base);
+            quantize_run(&xt[pos..end], step, &mut buf[pos..end]);
+            pos = end;
+        }
+        let packed = &mut codes[base * bits / 8..][..(xt.len() * bits).div_ceil(8)];
+        match bits {
+            4 => pack_nibbles(&tile[..xt.len()], packed),
+            2 => pack_crumbs(&tile[..xt.len()], packed),
+            _ => {}
         }
     }
     Ok(())
-}
-
-#[inline(always)]
-fn quantize_sym(g: &[f32], d: f32, q: f32, codes: &mut [u8]) {
-    if d == 0.0 {
-        codes.fill(0);
-        return;
-    }
-    for (c, &x) in codes.iter_mut().zip(g) {
-        *c = round_half_away(x / d, -q, q) as i8 as u8;
-    }
-}
-
-#[inline(always)]
-fn quantize_asym(g: &[f32], m: f32, d: f32, q: f32, codes: &mut [u8]) {
-    if d == 0.0 {
-        codes.fill(0);
-        return;
-    }
-    for (c, &x) in codes.iter_mut().zip(g) {
-        *c = round_half_away((x - m) / d, 0.0, q) as u8;
-    }
-}
-
-#[inline(always)]
-fn quantize_asym_wide(g: &[f32], m: f32, d: f64, q: f32, codes: &mut [u8]) {
-    for (c, &x) in codes.iter_mut().zip(g) {
-        let v = ((f64::from(x) - f64::from(m)) / d) as f32;
-        *c = round_half_away(v, 0.0, q) as u8;
-    }
-}
-
-/// Packs one code per byte into two per byte, element 2i in the low nibble, appending to `out`.
-pub fn pack_nibbles(codes: &[u8], out: &mut Vec<u8>) {
-    out.reserve(codes.len().div_ceil(2));
-    let mut pairs = codes.chunks_exact(2);
-    out.extend(pairs.by_ref().map(|p| (p[0] & 0x0f) | (p[1] << 4)));
-    if let [last] = pairs.remainder() {
-        out.push(last & 0x0f);
-    }
-}
-
-/// Packs one code per byte into four per byte, element 4i in bits 0–1, appending to `out`.
-pub fn pack_crumbs(codes: &[u8], out: &mut Vec<u8>) {
-    out.reserve(codes.len().div_ceil(4));
-    out.extend(codes.chunks(4).map(|c| {
-        c.iter()
-            .enumerate()
-            .fold(0u8, |byte, (k, &code)| byte | ((code & 0b11) << (2 * k)))
-    }));
 }
 
 /// Code `i` of `q` as an integer: signed for symmetric schemes, unsigned otherwise.

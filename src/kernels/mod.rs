@@ -59,8 +59,6 @@ pub struct QuantizedBuffers {
     pub scales: Vec<f32>,
     /// One min per group, for asymmetric schemes.
     pub mins: Vec<f32>,
-    /// Scratch for unpacked 4-bit codes, reused across calls.
-    scratch: Vec<u8>,
 }
 
 /// The number of elements per group that `scheme` uses for a tensor of `numel` elements when
@@ -86,55 +84,7 @@ pub fn quantize_into(
     group_size: usize,
     out: &mut QuantizedBuffers,
 ) -> Result<(), KernelError> {
-    let lens = (out.codes.len(), out.scales.len(), out.mins.len());
-    let result = quantize_unchecked(x, scheme, group_size, out);
-    if result.is_err() {
-        out.codes.truncate(lens.0);
-        out.scales.truncate(lens.1);
-        out.mins.truncate(lens.2);
-    }
-    result
-}
-
-fn quantize_unchecked(
-    x: &[f32],
-    scheme: Scheme,
-    group_size: usize,
-    out: &mut QuantizedBuffers,
-) -> Result<(), KernelError> {
-    let group = effective_group_size(scheme, group_size, x.len());
-    match scheme {
-        Scheme::Q8_0 => ggml::quantize_q8_0(x, out),
-        Scheme::Q4_0 => ggml::quantize_q4_0(x, out),
-        Scheme::Int8 | Scheme::Int8Asym => {
-            let start = out.codes.len();
-            out.codes.resize(start + x.len(), 0);
-            let codes = &mut out.codes[start..];
-            linear::quantize_groups(x, scheme, group, codes, &mut out.scales, &mut out.mins)
-        }
-        Scheme::Int4 | Scheme::Int4Asym | Scheme::Int2 | Scheme::Int2Asym => {
-            let mut scratch = std::mem::take(&mut out.scratch);
-            scratch.clear();
-            scratch.resize(x.len(), 0);
-            let result = linear::quantize_groups(
-                x,
-                scheme,
-                group,
-                &mut scratch,
-                &mut out.scales,
-                &mut out.mins,
-            );
-            if result.is_ok() {
-                if scheme.bits() == 4 {
-                    linear::pack_nibbles(&scratch, &mut out.codes);
-                } else {
-                    linear::pack_crumbs(&scratch, &mut out.codes);
-                }
-            }
-            out.scratch = scratch;
-            result
-        }
-    }
+    quantize_into_parallel(x, scheme, group_size, out, 1)
 }
 
 /// The widths `quantize_to_target` tries, narrowest first.
@@ -208,10 +158,48 @@ fn gcd(a: usize, b: usize) -> usize {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
-/// [`quantize_into`] on up to `threads` threads for a large tensor: the tensor is cut at group
-/// boundaries that are also whole bytes of packed codes, so the result is identical to the
-/// serial one. Per-tensor scaling (`group_size` 0 on a linear scheme) needs the whole tensor
-/// and stays serial.
+/// One contiguous piece of a tensor and the parts of the output that are its alone.
+struct Part<'a> {
+    /// Index of the piece's first element in the tensor.
+    start: usize,
+    x: &'a [f32],
+    codes: &'a mut [u8],
+    scales: &'a mut [f32],
+    mins: &'a mut [f32],
+}
+
+impl Part<'_> {
+    /// Quantizes the piece; errors name elements and blocks by their index in the whole tensor.
+    fn run(self, scheme: Scheme, group: usize) -> Result<(), KernelError> {
+        let result = if scheme.block_size().is_some() {
+            ggml::quantize(self.x, scheme, self.codes, self.scales)
+        } else {
+            linear::quantize(self.x, scheme, group, self.codes, self.scales, self.mins)
+        };
+        result.map_err(|e| match e {
+            KernelError::NonFinite { index, value } => KernelError::NonFinite {
+                index: index + self.start,
+                value,
+            },
+            KernelError::ScaleOverflow {
+                scheme,
+                block,
+                scale,
+            } => KernelError::ScaleOverflow {
+                scheme,
+                block: block + self.start / group,
+                scale,
+            },
+            other => other,
+        })
+    }
+}
+
+/// [`quantize_into`] on up to `threads` threads for a large tensor. The output is sized once
+/// and the tensor cut at group boundaries that are also whole bytes of packed codes; each
+/// thread writes its own disjoint part of it in place, so the result is identical to the serial
+/// one and nothing is copied afterwards. Per-tensor scaling (`group_size` 0 on a linear scheme)
+/// needs the whole tensor and stays serial.
 pub fn quantize_into_parallel(
     x: &[f32],
     scheme: Scheme,
@@ -219,61 +207,86 @@ pub fn quantize_into_parallel(
     out: &mut QuantizedBuffers,
     threads: usize,
 ) -> Result<(), KernelError> {
-    let group = effective_group_size(scheme, group_size, x.len());
-    let per_tensor = scheme.block_size().is_none() && group_size == 0;
-    if threads <= 1 || x.len() < PARALLEL_MIN_ELEMENTS || per_tensor {
-        return quantize_into(x, scheme, group_size, out);
+    if let Some(block) = scheme.block_size()
+        && !x.len().is_multiple_of(block)
+    {
+        return Err(KernelError::NotBlockMultiple {
+            scheme,
+            block,
+            numel: x.len(),
+        });
     }
-    let align = group / gcd(group, 4) * 4; // a multiple of the group and of 4 elements
-    let chunk = x.len().div_ceil(threads).div_ceil(align) * align;
-    let parts: Vec<Result<QuantizedBuffers, KernelError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = x
-            .chunks(chunk)
-            .enumerate()
-            .map(|(k, part)| {
-                s.spawn(move || {
-                    let mut buf = QuantizedBuffers::default();
-                    quantize_into(part, scheme, group_size, &mut buf).map_err(|e| match e {
-                        KernelError::NonFinite { index, value } => KernelError::NonFinite {
-                            index: index + k * chunk,
-                            value,
-                        },
-                        KernelError::ScaleOverflow {
-                            scheme,
-                            block,
-                            scale,
-                        } => KernelError::ScaleOverflow {
-                            scheme,
-                            block: block + k * chunk / group,
-                            scale,
-                        },
-                        other => other,
-                    })?;
-                    Ok(buf)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
+    let group = effective_group_size(scheme, group_size, x.len());
+    let groups = x.len().div_ceil(group);
+    let lens = (out.codes.len(), out.scales.len(), out.mins.len());
+    out.codes.resize(lens.0 + scheme.code_bytes(x.len()), 0);
+    out.scales.resize(lens.1 + groups, 0.0);
+    if scheme.is_asymmetric() {
+        out.mins.resize(lens.2 + groups, 0.0);
+    }
+    let mut whole = Part {
+        start: 0,
+        x,
+        codes: &mut out.codes[lens.0..],
+        scales: &mut out.scales[lens.1..],
+        mins: &mut out.mins[lens.2..],
+    };
+    let per_tensor = scheme.block_size().is_none() && group_size == 0;
+    let result = if threads <= 1 || x.len() < PARALLEL_MIN_ELEMENTS || per_tensor {
+        whole.run(scheme, group)
+    } else {
+        // A multiple of the group and of 4 elements, so every piece starts on a whole byte.
+        let align = group / gcd(group, 4) * 4;
+        let chunk = x.len().div_ceil(threads).div_ceil(align) * align;
+        let mut parts = Vec::with_capacity(threads);
+        while !whole.x.is_empty() {
+            let n = chunk.min(whole.x.len());
+            let (x_head, x_tail) = whole.x.split_at(n);
+            let (c_head, c_tail) = whole.codes.split_at_mut(scheme.code_bytes(n));
+            let g = n.div_ceil(group).min(whole.scales.len());
+            let (s_head, s_tail) = whole.scales.split_at_mut(g);
+            let (m_head, m_tail) = whole.mins.split_at_mut(g.min(whole.mins.len()));
+            parts.push(Part {
+                start: whole.start,
+                x: x_head,
+                codes: c_head,
+                scales: s_head,
+                mins: m_head,
+            });
+            whole = Part {
+                start: whole.start + n,
+                x: x_tail,
+                codes: c_tail,
+                scales: s_tail,
+                mins: m_tail,
+            };
+        }
+        std::thread::scope(|s| {
+            let mut parts = parts.into_iter();
+            let first = parts.next();
+            let handles: Vec<_> = parts
+                .map(|p| s.spawn(move || p.run(scheme, group)))
+                .collect();
+            // The calling thread does the first piece itself.
+            let mut result = first.map_or(Ok(()), |p| p.run(scheme, group));
+            for h in handles {
+                let r = h.join().unwrap_or_else(|_| {
                     Err(KernelError::Inconsistent(
                         "a quantization thread panicked".into(),
                     ))
-                })
-            })
-            .collect()
-    });
-    let mut done = Vec::with_capacity(parts.len());
-    for part in parts {
-        done.push(part?);
+                });
+                // The error of the earliest piece wins, as in a serial run.
+                result = result.and(r);
+            }
+            result
+        })
+    };
+    if result.is_err() {
+        out.codes.truncate(lens.0);
+        out.scales.truncate(lens.1);
+        out.mins.truncate(lens.2);
     }
-    for part in done {
-        out.codes.extend_from_slice(&part.codes);
-        out.scales.extend_from_slice(&part.scales);
-        out.mins.extend_from_slice(&part.mins);
-    }
-    Ok(())
+    result
 }
 
 /// A borrowed quantized tensor: the fields of one `q` struct.
