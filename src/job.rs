@@ -21,7 +21,7 @@ use parquet::file::properties::WriterProperties;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::kernels::{Scheme, dequantize_into, error_metrics, weight_entropy};
+use crate::kernels::{ErrorSums, Scheme, dequantize_into, error_sums, weight_entropy};
 use crate::table::{Group, LAYER_NAME, Q, SHAPE, WEIGHTS};
 use crate::udf::common::{QRows, WeightRows};
 
@@ -403,7 +403,7 @@ pub async fn convert(
     let out_schema = Arc::new(full_schema.project(&keep)?);
     let streams = df.execute_stream_partitioned().await?;
     let mut report = Report::default();
-    let mut totals = [0.0f64; 3]; // x·x̂, x·x, x̂·x̂ over the whole model
+    let mut totals = ErrorSums::default(); // over the whole model
     let metadata = vec![
         (
             "arrowquant.version".to_string(),
@@ -457,7 +457,7 @@ fn natural_key(name: &str) -> Vec<(u8, u64, String)> {
     key
 }
 
-fn finish_report(report: &mut Report, totals: [f64; 3], start: Instant) {
+fn finish_report(report: &mut Report, totals: ErrorSums, start: Instant) {
     report.bytes_before = report.layers.iter().map(|l| l.bytes_before).sum();
     report.bytes_after = report.layers.iter().map(|l| l.bytes_after).sum();
     report.compression_ratio = if report.bytes_after == 0 {
@@ -465,18 +465,13 @@ fn finish_report(report: &mut Report, totals: [f64; 3], start: Instant) {
     } else {
         report.bytes_before as f64 / report.bytes_after as f64
     };
-    let [xy, xx, yy] = totals;
-    report.cosine_similarity = if xx == 0.0 && yy == 0.0 {
-        1.0
-    } else {
-        xy / (xx * yy).sqrt()
-    };
+    report.cosine_similarity = totals.metrics().cosine_similarity;
     report.seconds = start.elapsed().as_secs_f64();
     report.throughput_bytes_per_s = report.bytes_before as f64 / report.seconds.max(1e-9);
 }
 
 /// The report lines of one converted batch (`__aq_original` holds the float weights).
-fn report_batch(batch: &RecordBatch, totals: &mut [f64; 3]) -> Result<Vec<LayerReport>> {
+fn report_batch(batch: &RecordBatch, totals: &mut ErrorSums) -> Result<Vec<LayerReport>> {
     let col = |name: &str| batch.column_by_name(name).cloned();
     let Some(original) = col("__aq_original") else {
         return Ok(Vec::new());
@@ -524,13 +519,9 @@ fn report_batch(batch: &RecordBatch, totals: &mut [f64; 3]) -> Result<Vec<LayerR
                 scratch.clear();
                 dequantize_into(&r, &mut scratch)
                     .map_err(|e| Error::Data(format!("layer '{name}': {e}")))?;
-                let m = error_metrics(x, &scratch);
-                for (a, b) in x.iter().zip(&scratch) {
-                    let (a, b) = (f64::from(*a), f64::from(*b));
-                    totals[0] += a * b;
-                    totals[1] += a * a;
-                    totals[2] += b * b;
-                }
+                let sums = error_sums(x, &scratch);
+                totals.add(&sums);
+                let m = sums.metrics();
                 let mins = r.mins.map_or(0, <[f32]>::len);
                 LayerReport {
                     layer_name: name,
@@ -547,10 +538,8 @@ fn report_batch(batch: &RecordBatch, totals: &mut [f64; 3]) -> Result<Vec<LayerR
                 }
             }
             _ => {
-                let xx: f64 = x.iter().map(|&a| f64::from(a) * f64::from(a)).sum();
-                totals[0] += xx;
-                totals[1] += xx;
-                totals[2] += xx;
+                // Kept as float32: exact, but part of the whole model's cosine similarity.
+                totals.add(&error_sums(x, x));
                 LayerReport {
                     layer_name: name,
                     shape,
@@ -819,7 +808,7 @@ pub fn summarize(
     }
     let sources: Vec<&dyn Array> = q_columns.iter().map(|c| c.as_ref()).collect();
     let mut report = Report::default();
-    let mut totals = [0.0f64; 3];
+    let mut totals = ErrorSums::default();
     for batch in original {
         let batch = batch?;
         crate::table::validate_schema(batch.schema_ref())?;

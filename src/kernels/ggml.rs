@@ -138,6 +138,7 @@ fn q4_0_block(blk: &[f32], b: usize, out: &mut [u8]) -> Result<f32, KernelError>
         // x * id lies in [-8, 8], so v is in [0.5, 16.5] except for the infinities and NaN of
         // a subnormal `d`: max/min clamp those (NaN to 0) as the saturating cast did, and the
         // truncation of a value in [0, 15] is the `(int8_t)` of ggml followed by its MIN(15, ·).
+        #[allow(clippy::manual_clamp)] // clamp would keep NaN; max/min turn it into 0
         let v = (v * id + 8.5).max(0.0).min(15.0);
         // SAFETY: `v` is finite and within [0, 15].
         #[allow(unsafe_code)]

@@ -665,3 +665,50 @@ fn linear_kernels_match_the_plain_reference_byte_for_byte() {
         }
     }
 }
+
+#[test]
+fn error_sums_agree_with_a_plain_f64_loop_and_add_up() {
+    let x = reference_values(1000);
+    let y: Vec<f32> = x.iter().map(|&v| v * 0.99 + 1e-3).collect();
+    let (mut se, mut max_abs, mut xx, mut yy, mut xy) = (0.0f64, 0.0f64, 0.0, 0.0, 0.0);
+    for (&a, &b) in x.iter().zip(&y) {
+        let (a, b) = (f64::from(a), f64::from(b));
+        se += (a - b) * (a - b);
+        max_abs = max_abs.max((a - b).abs());
+        xx += a * a;
+        yy += b * b;
+        xy += a * b;
+    }
+    let s = error_sums(&x, &y);
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.abs();
+    assert_eq!(s.n, x.len());
+    assert_eq!(s.max_abs_error, max_abs);
+    assert!(close(s.squared_error, se) && close(s.xx, xx) && close(s.yy, yy) && close(s.xy, xy));
+    // Two halves added up give the whole.
+    let (h, t) = (x.len() / 2 + 3, x.len());
+    let mut parts = error_sums(&x[..h], &y[..h]);
+    parts.add(&error_sums(&x[h..t], &y[h..t]));
+    assert!(close(parts.xy, s.xy) && close(parts.xx, s.xx) && parts.n == s.n);
+    let m = s.metrics();
+    assert!(close(m.cosine_similarity, xy / (xx * yy).sqrt()));
+}
+
+#[test]
+fn entropy_counts_every_element_once() {
+    // Ten values 100 times each, in 10 bins of width 0.9: the same histogram as a plain loop.
+    let x: Vec<f32> = (0..1000).map(|i| (i / 100) as f32 + 0.5).collect();
+    let h = weight_entropy(&x, 10).unwrap();
+    let mut counts = [0u64; 10];
+    for &v in &x {
+        counts[(((f64::from(v) - 0.5) / 0.9) as usize).min(9)] += 1;
+    }
+    let want: f64 = counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f64 / 1000.0;
+            -p * p.log2()
+        })
+        .sum();
+    assert!((h - want).abs() < 1e-12, "{h} vs {want}");
+}

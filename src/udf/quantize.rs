@@ -120,6 +120,19 @@ pub fn quantize_rows(
 ) -> Result<ArrayRef, RowError> {
     let mut schemes = SchemeCache::default();
     let mut out = QBuilder::with_capacity(rows.len());
+    // The codes of the whole batch in one allocation: exact for one scheme, at most one byte
+    // per weight otherwise. Growing by doubling would copy the codes and hold both copies.
+    let scheme_of_all = match scheme {
+        StrArg::Const(Some(s)) => parse_scheme(s).ok(),
+        _ => None,
+    };
+    let code_bytes: usize = (0..rows.len())
+        .map(|i| {
+            let numel = rows.row(i).ok().flatten().map_or(0, <[f32]>::len);
+            scheme_of_all.map_or(numel, |s| s.code_bytes(numel))
+        })
+        .sum();
+    out.buffers().codes.reserve_exact(code_bytes);
     for i in 0..rows.len() {
         let x = rows.row(i).map_err(|e| RowError::new(i, e))?;
         let (Some(x), Some(scheme), Some(group)) =
