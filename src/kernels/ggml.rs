@@ -50,6 +50,15 @@ pub fn quantize(
         )));
     }
     #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx512bw")
+        && std::is_x86_feature_detected!("avx512vl")
+    {
+        // SAFETY: this CPU supports AVX-512 F, BW and VL (checked just above).
+        #[allow(unsafe_code)]
+        return unsafe { quantize_avx512(x, scheme, codes, scales) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: this CPU supports AVX2 (checked just above).
         #[allow(unsafe_code)]
@@ -62,6 +71,19 @@ pub fn quantize(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn quantize_avx2(
+    x: &[f32],
+    scheme: Scheme,
+    codes: &mut [u8],
+    scales: &mut [f32],
+) -> Result<(), KernelError> {
+    quantize_portable(x, scheme, codes, scales)
+}
+
+/// The same loop compiled for AVX-512 (16 floats per instruction, and narrowing stores).
+/// No FMA: results are bit-identical to the portable build.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+fn quantize_avx512(
     x: &[f32],
     scheme: Scheme,
     codes: &mut [u8],
@@ -115,10 +137,10 @@ fn q8_0_block(blk: &[f32], b: usize, out: &mut [u8]) -> Result<f32, KernelError>
 #[inline(always)]
 fn q4_0_block(blk: &[f32], b: usize, out: &mut [u8]) -> Result<f32, KernelError> {
     let (lo, hi) = min_max(blk, b * BLOCK)?;
-    let max = if hi > -lo {
-        hi
-    } else if -lo > hi {
-        lo
+    // A select, not a branch: the sign of a block's largest value is a coin toss.
+    let larger = if hi > -lo { hi } else { lo };
+    let max = if hi != -lo {
+        larger
     } else {
         // A tie in magnitude (or an all-zero block): the first of largest magnitude, exactly as
         // ggml's scalar loop finds it (which also fixes the sign of a zero scale).
@@ -191,4 +213,43 @@ pub fn gguf_blocks_into(q: &QuantizedRef<'_>, out: &mut Vec<u8>) -> Result<(), K
         out.extend_from_slice(codes);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every build of the loop that this CPU can run gives the same bytes as the portable one.
+    #[test]
+    #[allow(unsafe_code)]
+    fn every_instruction_set_gives_the_same_bytes() {
+        let x: Vec<f32> = (0..32 * 701)
+            .map(|i| ((i * 7919) % 2003) as f32 * 0.37 - 370.5)
+            .collect();
+        for scheme in [Scheme::Q8_0, Scheme::Q4_0] {
+            let run = |f: &dyn Fn(&mut [u8], &mut [f32])| {
+                let mut codes = vec![0u8; scheme.code_bytes(x.len())];
+                let mut scales = vec![0f32; x.len() / BLOCK];
+                f(&mut codes, &mut scales);
+                (codes, scales)
+            };
+            let want = run(&|c, s| quantize_portable(&x, scheme, c, s).unwrap());
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::is_x86_feature_detected!("avx2") {
+                    // SAFETY: AVX2 is present (checked just above).
+                    let got = run(&|c, s| unsafe { quantize_avx2(&x, scheme, c, s).unwrap() });
+                    assert_eq!(got, want, "avx2 {scheme}");
+                }
+                if std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512bw")
+                    && std::is_x86_feature_detected!("avx512vl")
+                {
+                    // SAFETY: AVX-512 F, BW and VL are present (checked just above).
+                    let got = run(&|c, s| unsafe { quantize_avx512(&x, scheme, c, s).unwrap() });
+                    assert_eq!(got, want, "avx512 {scheme}");
+                }
+            }
+        }
+    }
 }

@@ -385,8 +385,41 @@ pub fn dequantize_into(q: &QuantizedRef<'_>, out: &mut Vec<f32>) -> Result<(), K
 }
 
 /// The speed-of-light reference of the benchmarks: one streaming pass that reads each f32 and
-/// writes it truncated to i8 (clamped, NaN to 0) — the least work any quantizer must do.
+/// writes it truncated to i8 (clamped, NaN to 0) — the least work any quantizer must do. Built
+/// for the widest vector unit this CPU has, like the kernels it is compared with.
 pub fn speed_of_light(x: &[f32], out: &mut [i8]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx512bw")
+        && std::is_x86_feature_detected!("avx512vl")
+    {
+        // SAFETY: this CPU supports AVX-512 F, BW and VL (checked just above).
+        #[allow(unsafe_code)]
+        return unsafe { speed_of_light_avx512(x, out) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: this CPU supports AVX2 (checked just above).
+        #[allow(unsafe_code)]
+        return unsafe { speed_of_light_avx2(x, out) };
+    }
+    speed_of_light_portable(x, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+fn speed_of_light_avx512(x: &[f32], out: &mut [i8]) {
+    speed_of_light_portable(x, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn speed_of_light_avx2(x: &[f32], out: &mut [i8]) {
+    speed_of_light_portable(x, out);
+}
+
+#[inline(always)]
+fn speed_of_light_portable(x: &[f32], out: &mut [i8]) {
     for (o, &v) in out.iter_mut().zip(x) {
         let v = if v.is_nan() {
             0.0

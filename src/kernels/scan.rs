@@ -38,17 +38,17 @@ fn ordered(bits: u32) -> i32 {
 }
 
 /// The (min, max) of `g` ((0, 0) when empty), or an error naming the first NaN or infinity.
+/// A NaN orders above +inf or below -inf, so the two folds also catch every non-finite value.
 #[inline(always)]
 pub fn min_max(g: &[f32], offset: usize) -> Result<(f32, f32), KernelError> {
     if g.is_empty() {
         return Ok((0.0, 0.0));
     }
-    let (amax, lo, hi) = g.iter().fold((0u32, i32::MAX, i32::MIN), |(a, lo, hi), x| {
-        let b = x.to_bits();
-        let k = ordered(b);
-        (a.max(b & ABS_MASK), lo.min(k), hi.max(k))
+    let (lo, hi) = g.iter().fold((i32::MAX, i32::MIN), |(lo, hi), x| {
+        let k = ordered(x.to_bits());
+        (lo.min(k), hi.max(k))
     });
-    if amax >= EXP_MASK {
+    if lo <= ordered(f32::NEG_INFINITY.to_bits()) || hi >= ordered(f32::INFINITY.to_bits()) {
         return Err(first_non_finite(g, offset));
     }
     let back = |k: i32| f32::from_bits(ordered(k as u32) as u32);
@@ -77,6 +77,9 @@ mod tests {
         let g = [1.0, 2.0, f32::NAN, f32::INFINITY];
         let e = abs_max(&g, 10).unwrap_err();
         assert!(matches!(e, KernelError::NonFinite { index: 12, value } if value.is_nan()));
+        for bad in [f32::NAN, -f32::NAN, f32::INFINITY] {
+            assert!(min_max(&[1.0, bad, -1.0], 0).is_err(), "{bad}");
+        }
         let e = min_max(&[0.0, f32::NEG_INFINITY], 5).unwrap_err();
         assert_eq!(
             e,
