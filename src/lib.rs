@@ -2,6 +2,7 @@
 //!
 //! - [`kernels`]: the pure core, `&[f32]` in, codes and scales out.
 //! - [`job`], [`cli`]: Parquet-to-Parquet jobs and the `arrowquant` command line.
+//! - [`mem`]: large output buffers on huge pages.
 //! - [`table`]: weight tables, batch by batch (schema checks, layer names in errors).
 //! - [`udf`]: the DataFusion SQL functions over it, all registered by [`register_all`].
 
@@ -9,6 +10,7 @@ pub mod cli;
 pub mod error;
 pub mod job;
 pub mod kernels;
+pub mod mem;
 pub mod safetensors;
 pub mod table;
 pub mod udf;

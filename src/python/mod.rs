@@ -402,7 +402,8 @@ fn speed_of_light(py: Python<'_>, array: PyArray, threads: usize) -> PyResult<us
     };
     let x = x.values().as_ref();
     let written = py.detach(|| {
-        let mut out = vec![0i8; x.len()];
+        // The same huge-page output buffer as the kernels get (crate::mem).
+        let mut out: Vec<i8> = crate::mem::zeroed(x.len());
         let chunk = x.len().div_ceil(threads.max(1)).max(1);
         std::thread::scope(|s| {
             for (src, dst) in x.chunks(chunk).zip(out.chunks_mut(chunk)) {

@@ -32,7 +32,14 @@ const NAME: &str = "dequantize";
 
 /// Reconstructs every row of `rows` as a `list<float32>` (NULL stays NULL).
 pub fn dequantize_rows(rows: &QRows) -> Result<ArrayRef, RowError> {
-    let mut values = Vec::new();
+    // One allocation for the batch: rows whose parts agree say how many weights they hold.
+    let numel: usize = (0..rows.len())
+        .filter_map(|i| rows.row(i).ok().flatten())
+        .filter(|r| r.validate().is_ok())
+        .map(|r| r.numel)
+        .sum();
+    let mut values = Vec::with_capacity(numel);
+    crate::mem::advise_huge_pages(&mut values);
     let mut offsets = Vec::with_capacity(rows.len() + 1);
     offsets.push(0i32);
     let mut valid = Vec::with_capacity(rows.len());

@@ -133,6 +133,7 @@ pub fn quantize_rows(
         })
         .sum();
     out.buffers().codes.reserve_exact(code_bytes);
+    crate::mem::advise_huge_pages(&mut out.buffers().codes);
     for i in 0..rows.len() {
         let x = rows.row(i).map_err(|e| RowError::new(i, e))?;
         let (Some(x), Some(scheme), Some(group)) =
