@@ -16,9 +16,10 @@ b'\\x7f\\xfd\\x01'
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
+if TYPE_CHECKING:  # imported where used: the command line never loads pyarrow (nor numpy)
+    import pyarrow as pa
 
 from . import _internal
 from ._errors import ArrowQuantError, ConfigError, QuantizationError, SchemaError
@@ -71,6 +72,8 @@ def quantize_arrow(
     >>> [row["scheme"] for row in q.column("q").to_pylist()]
     ['int4', 'int4']
     """
+    import pyarrow as pa
+
     return pa.table(_internal.quantize_stream(data, scheme, group_size, threads=threads))
 
 
@@ -84,6 +87,8 @@ def quantize_arrow_batch(
     >>> aq.quantize_arrow_batch(b, scheme="int4", group_size=32).column("q")[0]["codes"].as_py()
     b'\\x17'
     """
+    import pyarrow as pa
+
     return pa.record_batch(_internal.quantize_batch(batch, scheme, group_size, threads=threads))
 
 
@@ -95,6 +100,8 @@ def dequantize_arrow(data: Any) -> pa.Table:
     >>> aq.dequantize_arrow(aq.quantize_arrow(t, "int4")).column("weights").to_pylist()
     [[0.0, 7.0, -4.0]]
     """
+    import pyarrow as pa
+
     return pa.table(_internal.dequantize_stream(data))
 
 
@@ -127,6 +134,8 @@ def summarize(original: Any, quantized: Any) -> pa.Table:
     >>> float(s.schema.metadata[b"compression_ratio"])
     2.0
     """
+    import pyarrow as pa
+
     return pa.table(_internal.summarize(original, quantized))
 
 

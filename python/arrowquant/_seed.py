@@ -7,9 +7,10 @@ timestep data; the name is kept so the seed's calls work unchanged.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
+if TYPE_CHECKING:  # imported where used: the command line never loads pyarrow (nor numpy)
+    import pyarrow as pa
 
 from . import _internal
 from ._errors import ConfigError
@@ -63,6 +64,8 @@ class ArrowQuantV2:
         """Check that ``table`` is a weight table; raise :class:`SchemaError` if not, else True."""
         schema = table.schema if hasattr(table, "schema") and not hasattr(table, "__arrow_c_schema__") else table
         if not hasattr(schema, "__arrow_c_schema__"):
+            import pyarrow as pa
+
             schema = pa.table(table).schema
         _internal.validate_schema(schema)
         return True
@@ -79,6 +82,8 @@ class ArrowQuantV2:
         """Quantize a weight table (any Arrow stream). With ``min_accuracy``, each layer gets the
         narrowest of int2, int4, int8 whose cosine similarity reaches it (``quantize_to_target``)."""
         args = self._args(bit_width, num_time_groups)
+        import pyarrow as pa
+
         return pa.table(_internal.quantize_stream(weights_table, min_cosine=min_accuracy, **args))
 
     def quantize_arrow_batch(
@@ -86,4 +91,6 @@ class ArrowQuantV2:
     ) -> pa.RecordBatch:
         """Quantize one record batch, like :meth:`quantize_arrow`."""
         args = self._args(bit_width, num_time_groups)
+        import pyarrow as pa
+
         return pa.record_batch(_internal.quantize_batch(batch, min_cosine=min_accuracy, **args))
