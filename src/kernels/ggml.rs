@@ -1,6 +1,8 @@
 //! GGUF/ggml `Q8_0` and `Q4_0`, bit-exact with ggml's reference `quantize_row_q8_0_ref` and
 //! `quantize_row_q4_0_ref`: `id = 1/d` in f32, codes from `x * id`, `d` stored as f16.
 
+use std::mem::MaybeUninit;
+
 use half::f16;
 
 use super::scan::{abs_max, min_max};
@@ -35,12 +37,13 @@ fn f16_scale(scheme: Scheme, block: usize, d: f32) -> Result<f32, KernelError> {
 
 /// Quantizes `x` (a whole number of blocks) with `Q8_0` or `Q4_0` into `codes`
 /// (`scheme.code_bytes(x.len())` bytes) and one f16-rounded scale per block in `scales`. The
-/// caller sizes both slices exactly; block and element indices in errors count within `x`.
+/// caller sizes both slices exactly, and on success every element of both has been written;
+/// block and element indices in errors count within `x`.
 pub fn quantize(
     x: &[f32],
     scheme: Scheme,
-    codes: &mut [u8],
-    scales: &mut [f32],
+    codes: &mut [MaybeUninit<u8>],
+    scales: &mut [MaybeUninit<f32>],
 ) -> Result<(), KernelError> {
     check_len(scheme, x.len())?;
     if codes.len() != scheme.code_bytes(x.len()) || scales.len() != x.len() / BLOCK {
@@ -49,22 +52,17 @@ pub fn quantize(
             x.len()
         )));
     }
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f")
-        && std::is_x86_feature_detected!("avx512bw")
-        && std::is_x86_feature_detected!("avx512vl")
-    {
-        // SAFETY: this CPU supports AVX-512 F, BW and VL (checked just above).
+    match super::isa() {
+        // SAFETY: `isa()` checked that this CPU supports the wrapper's target features.
+        #[cfg(target_arch = "x86_64")]
         #[allow(unsafe_code)]
-        return unsafe { quantize_avx512(x, scheme, codes, scales) };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: this CPU supports AVX2 (checked just above).
+        super::Isa::Avx512 => unsafe { quantize_avx512(x, scheme, codes, scales) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
         #[allow(unsafe_code)]
-        return unsafe { quantize_avx2(x, scheme, codes, scales) };
+        super::Isa::Avx2 => unsafe { quantize_avx2(x, scheme, codes, scales) },
+        _ => quantize_portable(x, scheme, codes, scales),
     }
-    quantize_portable(x, scheme, codes, scales)
 }
 
 /// [`quantize`] compiled for AVX2; no FMA, so the bytes are identical.
@@ -73,8 +71,8 @@ pub fn quantize(
 fn quantize_avx2(
     x: &[f32],
     scheme: Scheme,
-    codes: &mut [u8],
-    scales: &mut [f32],
+    codes: &mut [MaybeUninit<u8>],
+    scales: &mut [MaybeUninit<f32>],
 ) -> Result<(), KernelError> {
     quantize_portable(x, scheme, codes, scales)
 }
@@ -86,8 +84,8 @@ fn quantize_avx2(
 fn quantize_avx512(
     x: &[f32],
     scheme: Scheme,
-    codes: &mut [u8],
-    scales: &mut [f32],
+    codes: &mut [MaybeUninit<u8>],
+    scales: &mut [MaybeUninit<f32>],
 ) -> Result<(), KernelError> {
     quantize_portable(x, scheme, codes, scales)
 }
@@ -96,8 +94,8 @@ fn quantize_avx512(
 fn quantize_portable(
     x: &[f32],
     scheme: Scheme,
-    codes: &mut [u8],
-    scales: &mut [f32],
+    codes: &mut [MaybeUninit<u8>],
+    scales: &mut [MaybeUninit<f32>],
 ) -> Result<(), KernelError> {
     let per_block = scheme.code_bytes(BLOCK);
     let blocks = x
@@ -107,9 +105,9 @@ fn quantize_portable(
         .enumerate();
     for (b, ((blk, out), scale)) in blocks {
         if scheme == Scheme::Q8_0 {
-            *scale = q8_0_block(blk, b, out)?;
+            scale.write(q8_0_block(blk, b, out)?);
         } else {
-            *scale = q4_0_block(blk, b, out)?;
+            scale.write(q4_0_block(blk, b, out)?);
         }
     }
     Ok(())
@@ -118,7 +116,7 @@ fn quantize_portable(
 /// One `Q8_0` block: codes `roundf(x * id)` with `d = max|x| / 127`, `id = 1/d`; returns the
 /// f16-rounded scale.
 #[inline(always)]
-fn q8_0_block(blk: &[f32], b: usize, out: &mut [u8]) -> Result<f32, KernelError> {
+fn q8_0_block(blk: &[f32], b: usize, out: &mut [MaybeUninit<u8>]) -> Result<f32, KernelError> {
     let amax = abs_max(blk, b * BLOCK)?;
     let d = amax / 127.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
@@ -126,7 +124,7 @@ fn q8_0_block(blk: &[f32], b: usize, out: &mut [u8]) -> Result<f32, KernelError>
     // |x * id| <= 127 (+ rounding) for every normal scale; the clamp only tames the
     // infinities of a subnormal `d` and never changes a code ggml would produce.
     for (c, &v) in out.iter_mut().zip(blk) {
-        *c = round_half_away(v * id, -128.0, 127.0) as i8 as u8;
+        c.write(round_half_away(v * id, -128.0, 127.0) as i8 as u8);
     }
     Ok(scale)
 }
@@ -135,7 +133,7 @@ fn q8_0_block(blk: &[f32], b: usize, out: &mut [u8]) -> Result<f32, KernelError>
 /// signed value of largest magnitude (the first one wins a tie), codes
 /// `min(15, trunc(x * id + 8.5))`; returns the f16-rounded scale.
 #[inline(always)]
-fn q4_0_block(blk: &[f32], b: usize, out: &mut [u8]) -> Result<f32, KernelError> {
+fn q4_0_block(blk: &[f32], b: usize, out: &mut [MaybeUninit<u8>]) -> Result<f32, KernelError> {
     let (lo, hi) = min_max(blk, b * BLOCK)?;
     // A select, not a branch: the sign of a block's largest value is a coin toss.
     let larger = if hi > -lo { hi } else { lo };
@@ -169,7 +167,7 @@ fn q4_0_block(blk: &[f32], b: usize, out: &mut [u8]) -> Result<f32, KernelError>
     };
     let (first, second) = blk.split_at(BLOCK / 2);
     for ((o, &x0), &x1) in out.iter_mut().zip(first).zip(second) {
-        *o = code(x0) | (code(x1) << 4);
+        o.write(code(x0) | (code(x1) << 4));
     }
     Ok(scale)
 }
@@ -218,6 +216,10 @@ pub fn gguf_blocks_into(q: &QuantizedRef<'_>, out: &mut Vec<u8>) -> Result<(), K
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::Isa;
+
+    /// A kernel call writing codes and scales.
+    type Call<'a> = &'a dyn Fn(&mut [MaybeUninit<u8>], &mut [MaybeUninit<f32>]);
 
     /// Every build of the loop that this CPU can run gives the same bytes as the portable one.
     #[test]
@@ -227,24 +229,30 @@ mod tests {
             .map(|i| ((i * 7919) % 2003) as f32 * 0.37 - 370.5)
             .collect();
         for scheme in [Scheme::Q8_0, Scheme::Q4_0] {
-            let run = |f: &dyn Fn(&mut [u8], &mut [f32])| {
-                let mut codes = vec![0u8; scheme.code_bytes(x.len())];
-                let mut scales = vec![0f32; x.len() / BLOCK];
+            let run = |f: Call| {
+                let mut codes = vec![MaybeUninit::new(0u8); scheme.code_bytes(x.len())];
+                let mut scales = vec![MaybeUninit::new(0f32); x.len() / BLOCK];
                 f(&mut codes, &mut scales);
+                // SAFETY: every element was initialized above (and written by the kernel).
+                let codes: Vec<u8> = codes
+                    .into_iter()
+                    .map(|m| unsafe { m.assume_init() })
+                    .collect();
+                let scales: Vec<f32> = scales
+                    .into_iter()
+                    .map(|m| unsafe { m.assume_init() })
+                    .collect();
                 (codes, scales)
             };
             let want = run(&|c, s| quantize_portable(&x, scheme, c, s).unwrap());
             #[cfg(target_arch = "x86_64")]
             {
-                if std::is_x86_feature_detected!("avx2") {
+                if matches!(crate::kernels::isa(), Isa::Avx2 | Isa::Avx512) {
                     // SAFETY: AVX2 is present (checked just above).
                     let got = run(&|c, s| unsafe { quantize_avx2(&x, scheme, c, s).unwrap() });
                     assert_eq!(got, want, "avx2 {scheme}");
                 }
-                if std::is_x86_feature_detected!("avx512f")
-                    && std::is_x86_feature_detected!("avx512bw")
-                    && std::is_x86_feature_detected!("avx512vl")
-                {
+                if crate::kernels::isa() == Isa::Avx512 {
                     // SAFETY: AVX-512 F, BW and VL are present (checked just above).
                     let got = run(&|c, s| unsafe { quantize_avx512(&x, scheme, c, s).unwrap() });
                     assert_eq!(got, want, "avx512 {scheme}");

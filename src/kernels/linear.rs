@@ -6,6 +6,8 @@
 //! output (8-bit) or into a small stack buffer that is packed into the output (4- and 2-bit), so
 //! every byte of input is read from memory once and every byte of output written once.
 
+use std::mem::MaybeUninit;
+
 use super::scan::{abs_max, min_max};
 use super::{KernelError, QuantizedRef, Scheme, effective_group_size, round_half_away};
 
@@ -90,66 +92,71 @@ fn quantize_run(x: &[f32], step: Step, codes: &mut [u8]) {
     }
 }
 
+/// Copies one code per byte (`out.len() == codes.len()`).
+#[inline(always)]
+fn pack_bytes(codes: &[u8], out: &mut [MaybeUninit<u8>]) {
+    for (o, &c) in out.iter_mut().zip(codes) {
+        o.write(c);
+    }
+}
+
 /// Packs one code per byte into two per byte, element 2i in the low nibble
 /// (`out.len() == codes.len().div_ceil(2)`).
 #[inline(always)]
-fn pack_nibbles(codes: &[u8], out: &mut [u8]) {
+fn pack_nibbles(codes: &[u8], out: &mut [MaybeUninit<u8>]) {
     let mut pairs = codes.chunks_exact(2);
     for (o, p) in out.iter_mut().zip(pairs.by_ref()) {
-        *o = (p[0] & 0x0f) | (p[1] << 4);
+        o.write((p[0] & 0x0f) | (p[1] << 4));
     }
     if let ([last], Some(o)) = (pairs.remainder(), out.last_mut()) {
-        *o = last & 0x0f;
+        o.write(last & 0x0f);
     }
 }
 
 /// Packs one code per byte into four per byte, element 4i in bits 0–1
 /// (`out.len() == codes.len().div_ceil(4)`).
 #[inline(always)]
-fn pack_crumbs(codes: &[u8], out: &mut [u8]) {
+fn pack_crumbs(codes: &[u8], out: &mut [MaybeUninit<u8>]) {
     let mut quads = codes.chunks_exact(4);
     for (o, c) in out.iter_mut().zip(quads.by_ref()) {
-        *o = (c[0] & 3) | ((c[1] & 3) << 2) | ((c[2] & 3) << 4) | ((c[3] & 3) << 6);
+        o.write((c[0] & 3) | ((c[1] & 3) << 2) | ((c[2] & 3) << 4) | ((c[3] & 3) << 6));
     }
     let rest = quads.remainder();
     if !rest.is_empty()
         && let Some(o) = out.last_mut()
     {
-        *o = rest
-            .iter()
-            .enumerate()
-            .fold(0u8, |byte, (k, &c)| byte | ((c & 3) << (2 * k)));
+        o.write(
+            rest.iter()
+                .enumerate()
+                .fold(0u8, |byte, (k, &c)| byte | ((c & 3) << (2 * k))),
+        );
     }
 }
 
 /// Quantizes `x` in groups of `group` elements (`group >= 1`) into packed `codes`
 /// (`scheme.code_bytes(x.len())` bytes), one scale per group in `scales` and, for asymmetric
 /// schemes, one min per group in `mins`. The caller sizes the three slices exactly
-/// ([`super::quantize_into_parallel`] does); element indices in errors count from 0 within `x`.
+/// ([`super::quantize_into_parallel`] does), and on success every element of all three has been
+/// written; element indices in errors count from 0 within `x`.
 pub fn quantize(
     x: &[f32],
     scheme: Scheme,
     group: usize,
-    codes: &mut [u8],
-    scales: &mut [f32],
-    mins: &mut [f32],
+    codes: &mut [MaybeUninit<u8>],
+    scales: &mut [MaybeUninit<f32>],
+    mins: &mut [MaybeUninit<f32>],
 ) -> Result<(), KernelError> {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f")
-        && std::is_x86_feature_detected!("avx512bw")
-        && std::is_x86_feature_detected!("avx512vl")
-    {
-        // SAFETY: this CPU supports AVX-512 F, BW and VL (checked just above).
+    match super::isa() {
+        // SAFETY: `isa()` checked that this CPU supports the wrapper's target features.
+        #[cfg(target_arch = "x86_64")]
         #[allow(unsafe_code)]
-        return unsafe { quantize_avx512(x, scheme, group, codes, scales, mins) };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: this CPU supports AVX2 (checked just above).
+        super::Isa::Avx512 => unsafe { quantize_avx512(x, scheme, group, codes, scales, mins) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
         #[allow(unsafe_code)]
-        return unsafe { quantize_avx2(x, scheme, group, codes, scales, mins) };
+        super::Isa::Avx2 => unsafe { quantize_avx2(x, scheme, group, codes, scales, mins) },
+        _ => quantize_portable(x, scheme, group, codes, scales, mins),
     }
-    quantize_portable(x, scheme, group, codes, scales, mins)
 }
 
 /// The same loop compiled for AVX2 (8 floats per instruction instead of 4). No FMA: results are
@@ -160,9 +167,9 @@ fn quantize_avx2(
     x: &[f32],
     scheme: Scheme,
     group: usize,
-    codes: &mut [u8],
-    scales: &mut [f32],
-    mins: &mut [f32],
+    codes: &mut [MaybeUninit<u8>],
+    scales: &mut [MaybeUninit<f32>],
+    mins: &mut [MaybeUninit<f32>],
 ) -> Result<(), KernelError> {
     quantize_portable(x, scheme, group, codes, scales, mins)
 }
@@ -175,9 +182,9 @@ fn quantize_avx512(
     x: &[f32],
     scheme: Scheme,
     group: usize,
-    codes: &mut [u8],
-    scales: &mut [f32],
-    mins: &mut [f32],
+    codes: &mut [MaybeUninit<u8>],
+    scales: &mut [MaybeUninit<f32>],
+    mins: &mut [MaybeUninit<f32>],
 ) -> Result<(), KernelError> {
     quantize_portable(x, scheme, group, codes, scales, mins)
 }
@@ -187,9 +194,9 @@ fn quantize_portable(
     x: &[f32],
     scheme: Scheme,
     group: usize,
-    codes: &mut [u8],
-    scales: &mut [f32],
-    mins: &mut [f32],
+    codes: &mut [MaybeUninit<u8>],
+    scales: &mut [MaybeUninit<f32>],
+    mins: &mut [MaybeUninit<f32>],
 ) -> Result<(), KernelError> {
     let group = group.max(1);
     let groups = x.len().div_ceil(group);
@@ -204,26 +211,23 @@ fn quantize_portable(
         )));
     }
     let bits = usize::from(scheme.bits());
+    // Codes go to a tile in L1 first, then are packed (or, 8-bit, copied) into the output, so
+    // every output byte is written exactly once.
     let mut tile = [0u8; TILE];
     let mut step = Step::Zero;
     let (mut next_group, mut gi) = (0usize, 0usize);
     for (t, xt) in x.chunks(TILE).enumerate() {
         let base = t * TILE;
-        let packed = &mut codes[base * bits / 8..][..(xt.len() * bits).div_ceil(8)];
-        let buf: &mut [u8] = if bits == 8 {
-            packed
-        } else {
-            &mut tile[..xt.len()]
-        };
+        let buf = &mut tile[..xt.len()];
         let mut pos = 0;
         while pos < xt.len() {
             let at = base + pos;
             if at == next_group {
                 let g = &x[at..x.len().min(at.saturating_add(group))];
                 let (d, m, s) = group_step(g, scheme, at)?;
-                scales[gi] = d;
+                scales[gi].write(d);
                 if asym {
-                    mins[gi] = m;
+                    mins[gi].write(m);
                 }
                 step = s;
                 gi += 1;
@@ -235,9 +239,9 @@ fn quantize_portable(
         }
         let packed = &mut codes[base * bits / 8..][..(xt.len() * bits).div_ceil(8)];
         match bits {
-            4 => pack_nibbles(&tile[..xt.len()], packed),
-            2 => pack_crumbs(&tile[..xt.len()], packed),
-            _ => {}
+            8 => pack_bytes(buf, packed),
+            4 => pack_nibbles(buf, packed),
+            _ => pack_crumbs(buf, packed),
         }
     }
     Ok(())
@@ -300,9 +304,11 @@ pub fn dequantize(q: &QuantizedRef<'_>, out: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::Isa;
 
     /// A kernel call writing codes, scales and mins.
-    type Call<'a> = &'a dyn Fn(&mut [u8], &mut [f32], &mut [f32]);
+    type Call<'a> =
+        &'a dyn Fn(&mut [MaybeUninit<u8>], &mut [MaybeUninit<f32>], &mut [MaybeUninit<f32>]);
 
     /// Every build of the loop that this CPU can run gives the same bytes as the portable one.
     #[test]
@@ -315,28 +321,34 @@ mod tests {
             for group in [1, 3, 128, x.len()] {
                 let groups = x.len().div_ceil(group);
                 let run = |f: Call| {
-                    let mut codes = vec![0u8; scheme.code_bytes(x.len())];
-                    let mut scales = vec![0f32; groups];
-                    let mut mins = vec![0f32; if scheme.is_asymmetric() { groups } else { 0 }];
+                    let mut codes = vec![MaybeUninit::new(0u8); scheme.code_bytes(x.len())];
+                    let mut scales = vec![MaybeUninit::new(0f32); groups];
+                    let n_mins = if scheme.is_asymmetric() { groups } else { 0 };
+                    let mut mins = vec![MaybeUninit::new(0f32); n_mins];
                     f(&mut codes, &mut scales, &mut mins);
-                    (codes, scales, mins)
+                    // SAFETY: every element was initialized above (and written by the kernel).
+                    let init = |v: Vec<MaybeUninit<f32>>| -> Vec<f32> {
+                        v.into_iter().map(|m| unsafe { m.assume_init() }).collect()
+                    };
+                    let codes: Vec<u8> = codes
+                        .into_iter()
+                        .map(|m| unsafe { m.assume_init() })
+                        .collect();
+                    (codes, init(scales), init(mins))
                 };
                 let want = run(&|c, s, m| {
                     quantize_portable(&x, scheme, group, c, s, m).unwrap();
                 });
                 #[cfg(target_arch = "x86_64")]
                 {
-                    if std::is_x86_feature_detected!("avx2") {
+                    if matches!(crate::kernels::isa(), Isa::Avx2 | Isa::Avx512) {
                         // SAFETY: AVX2 is present (checked just above).
                         let got = run(&|c, s, m| unsafe {
                             quantize_avx2(&x, scheme, group, c, s, m).unwrap();
                         });
                         assert_eq!(got, want, "avx2 {scheme} group {group}");
                     }
-                    if std::is_x86_feature_detected!("avx512f")
-                        && std::is_x86_feature_detected!("avx512bw")
-                        && std::is_x86_feature_detected!("avx512vl")
-                    {
+                    if crate::kernels::isa() == Isa::Avx512 {
                         // SAFETY: AVX-512 F, BW and VL are present (checked just above).
                         let got = run(&|c, s, m| unsafe {
                             quantize_avx512(&x, scheme, group, c, s, m).unwrap();
