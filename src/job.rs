@@ -166,17 +166,7 @@ pub fn check_paths(input: &Path, output: &Path, overwrite: bool) -> Result<()> {
 
 /// Total rows of the Parquet input (a file or a directory of `*.parquet`), from the footers.
 pub fn parquet_rows(input: &Path) -> Result<u64> {
-    let files: Vec<PathBuf> = if input.is_dir() {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(input)
-            .map_err(io_err(input))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-            .collect();
-        v.sort();
-        v
-    } else {
-        vec![input.to_path_buf()]
-    };
+    let files = crate::input::parquet_files(input)?;
     let mut rows = 0;
     for f in files {
         let file = File::open(&f).map_err(io_err(&f))?;
@@ -323,6 +313,15 @@ fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// Registers IN (a Parquet file or directory) as table `name` for a job: every file's footer
+/// is checked first (a 0-byte or truncated file is an error naming it), then the data is read
+/// page by page ([`crate::input`]), so memory does not grow with the row groups.
+fn register_job_input(ctx: &SessionContext, name: &str, input: &Path) -> Result<()> {
+    parquet_rows(input)?;
+    let partitions = ctx.copied_config().target_partitions();
+    crate::input::register_streaming(ctx, name, input, partitions)
+}
+
 /// Registers IN (a Parquet file or directory) as table `input`, after checking that every file
 /// has a readable footer (a 0-byte or truncated file is an error naming it).
 pub async fn register_input(ctx: &SessionContext, name: &str, input: &Path) -> Result<()> {
@@ -343,7 +342,7 @@ pub async fn convert(
     check_paths(input, output, opts.overwrite)?;
     let start = Instant::now();
     let ctx = job_context();
-    register_input(&ctx, "input", input).await?;
+    register_job_input(&ctx, "input", input)?;
     let df = ctx.table("input").await?;
     crate::table::validate_schema(df.schema().as_arrow())
         .map_err(|e| Error::Schema(format!("{}: {e}", input.display())))?;
@@ -571,7 +570,7 @@ pub async fn dequantize(
 ) -> Result<()> {
     check_paths(input, output, overwrite)?;
     let ctx = job_context();
-    register_input(&ctx, "input", input).await?;
+    register_job_input(&ctx, "input", input)?;
     let df = ctx.table("input").await?;
     let names: Vec<String> = df
         .schema()

@@ -239,3 +239,34 @@ def test_read_safetensors_streams_a_file_into_quantize(tmp_path):
     assert "| w " in proc.stdout and "ids" not in proc.stdout
     proc = run("sql", "SELECT * FROM read_safetensors(42)", check=False)
     assert proc.returncode == 1 and "'read_safetensors' takes 1 argument, a string literal path" in proc.stderr
+
+
+def test_convert_memory_does_not_grow_with_a_single_row_group(tmp_path):
+    """pyarrow's write_table puts a whole weight table in one row group; convert must still
+    stream it a tensor at a time (its reader pulls pages, not whole column chunks)."""
+    measure = (
+        "import resource, subprocess, sys\n"
+        "subprocess.run([sys.executable, '-m', 'arrowquant', *sys.argv[1:]], check=True,"
+        " capture_output=True)\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)\n"
+    )
+    rng = np.random.default_rng(3)
+    peaks = {}
+    for layers in (4, 16):  # 64 MB and 256 MB of float32, tensors of 4 M elements
+        numel = 4 * 1024 * 1024
+        values = pa.array(rng.standard_normal(layers * numel, dtype=np.float32))
+        offsets = pa.array(np.arange(0, (layers + 1) * numel, numel, dtype=np.int32))
+        t = pa.table({"layer_name": [f"l{i}" for i in range(layers)],
+                      "weights": pa.ListArray.from_arrays(offsets, values)})
+        src = tmp_path / f"in{layers}.parquet"
+        pq.write_table(t, src)
+        assert pq.ParquetFile(src).metadata.num_row_groups == 1
+        del t, values
+        out = subprocess.run(
+            [sys.executable, "-c", measure, "convert", str(src), str(tmp_path / f"out{layers}.parquet"),
+             "--scheme", "int4", "--group-size", "128"],
+            capture_output=True, text=True, timeout=300, check=True)
+        peaks[layers] = int(out.stdout)
+    grew = peaks[16] - peaks[4]
+    # 192 MB more input; the output the Parquet writer holds grows by 24 MB (int4).
+    assert grew < 96 * 2**20, f"peak RSS grew by {grew / 2**20:.0f} MiB for 192 MiB more input"

@@ -1,0 +1,209 @@
+//! The Parquet input of the jobs, read page by page.
+//!
+//! DataFusion's Parquet scan fetches a row group's column chunks whole before decoding them, so
+//! its memory grows with the row group, and pyarrow's `write_table` puts a whole weight table
+//! (up to a million rows) in one. The jobs read their input with parquet's synchronous reader
+//! instead, which pulls one page at a time from the file: memory stays bounded by the batch
+//! (one tensor) whatever the row groups are. Each (file, row group) is a unit of work, spread
+//! over at most `target_partitions` partitions, each read on a blocking thread and handed to
+//! DataFusion as a [`StreamingTable`].
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::error::DataFusionError;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::prelude::SessionContext;
+use futures::StreamExt;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::error::{Error, Result};
+
+/// One row group of one file.
+#[derive(Debug, Clone)]
+struct Unit {
+    path: PathBuf,
+    row_group: usize,
+}
+
+/// The Parquet files of IN: the file itself, or a directory's `*.parquet` in name order.
+pub fn parquet_files(input: &Path) -> Result<Vec<PathBuf>> {
+    if !input.is_dir() {
+        return Ok(vec![input.to_path_buf()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(input)
+        .map_err(|e| Error::Data(format!("{}: {e}", input.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn open(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
+    let file = File::open(path).map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
+    ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| {
+        Error::Data(format!(
+            "{}: not a readable Parquet file: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// Registers IN (a Parquet file or a directory of them) as table `name`, read page by page on
+/// at most `partitions` threads. Every file must have the first file's columns.
+pub fn register_streaming(
+    ctx: &SessionContext,
+    name: &str,
+    input: &Path,
+    partitions: usize,
+) -> Result<()> {
+    let files = parquet_files(input)?;
+    let mut schema: Option<SchemaRef> = None;
+    let mut units = Vec::new();
+    for path in &files {
+        let builder = open(path)?;
+        // Metadata (pyarrow's pandas and ARROW:schema keys) differs between writers; the
+        // columns are what must agree.
+        let found = Arc::new(Schema::new(builder.schema().fields().clone()));
+        match &schema {
+            None => schema = Some(Arc::clone(&found)),
+            Some(first) if first.fields() != found.fields() => {
+                return Err(Error::Schema(format!(
+                    "{}: its columns [{}] differ from those of {} [{}]",
+                    path.display(),
+                    describe(&found),
+                    files
+                        .first()
+                        .map_or(String::new(), |f| f.display().to_string()),
+                    describe(first),
+                )));
+            }
+            Some(_) => {}
+        }
+        units.extend(
+            (0..builder.metadata().num_row_groups()).map(|row_group| Unit {
+                path: path.clone(),
+                row_group,
+            }),
+        );
+    }
+    let Some(schema) = schema else {
+        return Err(Error::Data(format!(
+            "{}: no *.parquet files in it",
+            input.display()
+        )));
+    };
+    let n = partitions.clamp(1, units.len().max(1));
+    let mut parts: Vec<Vec<Unit>> = vec![Vec::new(); n];
+    for (i, unit) in units.into_iter().enumerate() {
+        parts[i % n].push(unit);
+    }
+    let streams: Vec<Arc<dyn PartitionStream>> = parts
+        .into_iter()
+        .map(|units| {
+            Arc::new(RowGroupStream {
+                schema: Arc::clone(&schema),
+                units,
+            }) as Arc<dyn PartitionStream>
+        })
+        .collect();
+    let table = StreamingTable::try_new(schema, streams)?;
+    ctx.register_table(name, Arc::new(table))?;
+    Ok(())
+}
+
+fn describe(schema: &Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| format!("{}: {}", f.name(), f.data_type()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One partition: its row groups, read in order on a blocking thread.
+#[derive(Debug)]
+struct RowGroupStream {
+    schema: SchemaRef,
+    units: Vec<Unit>,
+}
+
+/// Batches waiting between the reader thread and DataFusion: one being read, two ready.
+const QUEUE: usize = 2;
+
+impl RowGroupStream {
+    /// Reads every unit, sending each batch; stops early when the receiver is gone.
+    fn read_all(
+        &self,
+        batch_size: usize,
+        tx: &tokio::sync::mpsc::Sender<Result<RecordBatch, DataFusionError>>,
+    ) -> Result<()> {
+        for unit in &self.units {
+            let reader = open(&unit.path)?
+                .with_row_groups(vec![unit.row_group])
+                .with_batch_size(batch_size)
+                .build()
+                .map_err(|e| Error::Data(format!("{}: {e}", unit.path.display())))?;
+            for batch in reader {
+                let batch = batch
+                    .and_then(|b| {
+                        RecordBatch::try_new(Arc::clone(&self.schema), b.columns().to_vec())
+                    })
+                    .map_err(|e| {
+                        Error::Data(format!(
+                            "{}: row group {}: {e}",
+                            unit.path.display(),
+                            unit.row_group
+                        ))
+                    })?;
+                if tx.blocking_send(Ok(batch)).is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl PartitionStream for RowGroupStream {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let (tx, rx) = tokio::sync::mpsc::channel(QUEUE);
+        let this = RowGroupStream {
+            schema: Arc::clone(&self.schema),
+            units: self.units.clone(),
+        };
+        let batch_size = ctx.session_config().batch_size();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn_blocking(move || {
+                    if let Err(e) = this.read_all(batch_size, &tx) {
+                        let _ = tx.blocking_send(Err(DataFusionError::Execution(e.to_string())));
+                    }
+                });
+            }
+            Err(e) => {
+                let _ = tx.try_send(Err(DataFusionError::Execution(format!(
+                    "reading Parquet needs a tokio runtime: {e}"
+                ))));
+            }
+        }
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|batch| (batch, rx))
+        });
+        Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            stream.boxed(),
+        ))
+    }
+}
