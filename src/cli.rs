@@ -208,7 +208,8 @@ fn say(text: &str) {
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+/// A multi-threaded tokio runtime for one job.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -16,6 +16,7 @@ b'\\x7f\\xfd\\x01'
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # imported where used: the command line never loads pyarrow (nor numpy)
@@ -41,6 +42,7 @@ __all__ = [
     "SCHEMES",
     "SchemaError",
     "__version__",
+    "convert",
     "dequantize_arrow",
     "quantize_arrow",
     "quantize_arrow_batch",
@@ -137,6 +139,43 @@ def summarize(original: Any, quantized: Any) -> pa.Table:
     import pyarrow as pa
 
     return pa.table(_internal.summarize(original, quantized))
+
+
+def convert(
+    input: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    scheme: str = "int8",
+    group_size: int | str | None = DEFAULT_GROUP_SIZE,
+    *,
+    exclude: list[str] | tuple[str, ...] = (),
+    min_cosine: float | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """The streaming job of ``arrowquant convert``: Parquet weight table in, quantized Parquet out.
+
+    ``input`` is a Parquet file or a directory of them, read a tensor at a time (memory does not
+    grow with the model); ``output`` appears atomically when the job is done. ``group_size`` is as
+    in :func:`quantize_arrow`; layers whose names match a glob of ``exclude`` stay float32;
+    ``min_cosine`` picks int2, int4 or int8 per layer. Runs in Rust on every core with the GIL
+    released; returns the report: ``layers`` (shape, scheme, bytes, error metrics, sensitivity
+    per layer), ``compression_ratio``, ``cosine_similarity``, ``seconds``.
+
+    >>> import os, tempfile, pyarrow as pa, pyarrow.parquet as pq, arrowquant as aq
+    >>> d = tempfile.mkdtemp()
+    >>> t = pa.table({"layer_name": ["fc", "norm"], "weights": pa.array([[7.0, -1.0], [1.0, 1.0]], pa.list_(pa.float32()))})
+    >>> pq.write_table(t, os.path.join(d, "model.parquet"))
+    >>> r = aq.convert(os.path.join(d, "model.parquet"), os.path.join(d, "q.parquet"), "int4", exclude=["norm"])
+    >>> [(layer["layer_name"], layer["scheme"]) for layer in r["layers"]]
+    [('fc', 'int4'), ('norm', 'float32')]
+    >>> pq.read_table(os.path.join(d, "q.parquet")).column("q")[0]["codes"].as_py()
+    b'\\xf7'
+    """
+    import json
+
+    report = _internal.convert(
+        os.fspath(input), os.fspath(output), scheme, group_size, list(exclude), min_cosine, overwrite
+    )
+    return json.loads(report)
 
 
 def udfs() -> list[Any]:

@@ -24,6 +24,15 @@ fn to_py(py: Python<'_>, err: Error) -> PyErr {
     let class = match &err {
         Error::Schema(_) => "SchemaError",
         Error::Data(_) => "QuantizationError",
+        // A job's SQL functions report bad data as execution errors.
+        Error::DataFusion(e)
+            if matches!(
+                e.find_root(),
+                datafusion::error::DataFusionError::Execution(_)
+            ) =>
+        {
+            "QuantizationError"
+        }
         Error::Config(_) => "ConfigError",
         _ => "ArrowQuantError",
     };
@@ -377,6 +386,35 @@ fn weights_values_address(array: PyArray) -> PyResult<usize> {
     Ok(buffer.as_ptr() as usize)
 }
 
+/// `arrowquant convert` as a function: the streaming Parquet-to-Parquet job, run in Rust with
+/// the GIL released; returns the report as JSON (the `--report` file's content).
+#[pyfunction]
+#[pyo3(signature = (input, output, scheme = "int8", group_size = None, exclude = Vec::new(), min_cosine = None, overwrite = false))]
+#[allow(clippy::too_many_arguments)] // the job's options, as Python keyword arguments
+fn convert(
+    py: Python<'_>,
+    input: std::path::PathBuf,
+    output: std::path::PathBuf,
+    scheme: &str,
+    group_size: Option<&Bound<'_, PyAny>>,
+    exclude: Vec<String>,
+    min_cosine: Option<f64>,
+    overwrite: bool,
+) -> PyResult<String> {
+    let opts = options(scheme, group_size, None, min_cosine, 0).map_err(|e| to_py(py, e))?;
+    let job = crate::job::ConvertOptions {
+        scheme: opts.scheme,
+        group: opts.group,
+        exclude,
+        overwrite,
+        min_cosine,
+    };
+    let report = py
+        .detach(|| crate::cli::runtime()?.block_on(crate::job::convert(&input, &output, &job, &())))
+        .map_err(|e| to_py(py, e))?;
+    serde_json::to_string(&report).map_err(|e| to_py(py, Error::Config(e.to_string())))
+}
+
 /// Runs the `arrowquant` command line with the GIL released; returns its exit code.
 #[pyfunction]
 fn cli_main(py: Python<'_>, argv: Vec<String>) -> i32 {
@@ -431,6 +469,7 @@ fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(validate_schema, m)?)?;
     m.add_function(wrap_pyfunction!(weights_values_address, m)?)?;
     m.add_function(wrap_pyfunction!(cli_main, m)?)?;
+    m.add_function(wrap_pyfunction!(convert, m)?)?;
     m.add_function(wrap_pyfunction!(passthrough, m)?)?;
     m.add_function(wrap_pyfunction!(summarize, m)?)?;
     m.add_function(wrap_pyfunction!(speed_of_light, m)?)?;

@@ -270,3 +270,30 @@ def test_convert_memory_does_not_grow_with_a_single_row_group(tmp_path):
     grew = peaks[16] - peaks[4]
     # 192 MB more input; the output the Parquet writer holds grows by 24 MB (int4).
     assert grew < 96 * 2**20, f"peak RSS grew by {grew / 2**20:.0f} MiB for 192 MiB more input"
+
+
+def test_python_convert_is_the_same_job_as_the_command_line(layers, tmp_path):
+    import arrowquant as aq
+
+    report = aq.convert(layers, tmp_path / "py.parquet", "int4", "per_channel", exclude=["*norm*"])
+    run("convert", str(layers), str(tmp_path / "cli.parquet"), "--scheme", "int4", "--per-channel",
+        "--exclude", "*norm*", "--report", str(tmp_path / "r.json"))
+    cli = json.loads((tmp_path / "r.json").read_text())
+    assert [(l["layer_name"], l["scheme"], l["bytes_after"]) for l in report["layers"]] == \
+        [(l["layer_name"], l["scheme"], l["bytes_after"]) for l in cli["layers"]]
+    assert report["layers"][-1]["scheme"] == "float32"  # encoder.norm.weight kept
+    assert report["compression_ratio"] == pytest.approx(cli["compression_ratio"])
+    py_q, cli_q = pq.read_table(tmp_path / "py.parquet"), pq.read_table(tmp_path / "cli.parquet")
+    key = lambda t: t.sort_by("layer_name").column("q").to_pylist()  # noqa: E731
+    assert key(py_q) == key(cli_q)
+    # Errors are the package's exception classes.
+    with pytest.raises(aq.ConfigError, match="exists; pass --overwrite"):
+        aq.convert(layers, tmp_path / "py.parquet")
+    with pytest.raises(aq.ConfigError, match="scheme: expected one of int8"):
+        aq.convert(layers, tmp_path / "x.parquet", "int3")
+    bad = tmp_path / "nan.parquet"
+    pq.write_table(pa.table({"layer_name": ["enc.0"],
+                             "weights": pa.array([[1.0, float("nan")]], pa.list_(pa.float32()))}), bad)
+    with pytest.raises(aq.QuantizationError, match="element 1 is NaN"):
+        aq.convert(bad, tmp_path / "y.parquet")
+    assert not (tmp_path / "y.parquet").exists()
