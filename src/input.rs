@@ -119,6 +119,28 @@ pub fn register_streaming(
     Ok(())
 }
 
+/// Reads IN (a file or a directory of them) in order, `batch_size` rows at a time, on this
+/// thread, until `f` returns false.
+pub fn scan(
+    input: &Path,
+    batch_size: usize,
+    mut f: impl FnMut(RecordBatch) -> Result<bool>,
+) -> Result<()> {
+    for path in parquet_files(input)? {
+        let reader = open(&path)?
+            .with_batch_size(batch_size)
+            .build()
+            .map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
+        for batch in reader {
+            let batch = batch.map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
+            if !f(batch)? {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
 fn describe(schema: &Schema) -> String {
     schema
         .fields()

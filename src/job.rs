@@ -415,7 +415,7 @@ pub async fn convert(
             serde_json::to_string(opts).unwrap_or_default(),
         ),
     ];
-    write_streams(streams, out_schema, output, metadata, |batch| {
+    let written = write_streams(streams, out_schema, output, metadata, |batch| {
         if let Some(original) = batch.column_by_name("__aq_original") {
             let rows = WeightRows::try_new("convert", original)?;
             crate::table::check_shapes(batch, &rows)?;
@@ -429,13 +429,78 @@ pub async fn convert(
         progress.advance(rows, bytes);
         Ok(batch.project(&keep)?)
     })
-    .await?;
+    .await;
+    if let Err(e @ Error::DataFusion(_)) = written {
+        // SQL functions know the row of their batch, not the layer: find the layer.
+        return Err(name_the_layer(input, opts).unwrap_or(e));
+    }
+    written?;
     // Partitions finish in any order; the report lists layers in their natural order.
     report
         .layers
         .sort_by_cached_key(|l| natural_key(&l.layer_name));
     finish_report(&mut report, totals, start);
     Ok(report)
+}
+
+/// After a job failed inside DataFusion: quantizes IN's layers one at a time, in order, with
+/// the job's options, and returns the first error, which names its layer (`None` if every layer
+/// passes, or IN cannot be read again). Runs only on failure.
+fn name_the_layer(input: &Path, opts: &ConvertOptions) -> Option<Error> {
+    let quantize = crate::table::QuantizeOptions {
+        scheme: opts.scheme,
+        group: opts.group,
+        min_cosine: opts.min_cosine,
+        threads: 1,
+    };
+    let mut found = None;
+    let scanned = crate::input::scan(input, 1, |batch| {
+        let excluded = batch
+            .column_by_name(LAYER_NAME)
+            .and_then(|c| cast(c, &DataType::Utf8).ok())
+            .is_some_and(|names| {
+                let names = names.as_string::<i32>();
+                names.len() == 1
+                    && names.is_valid(0)
+                    && opts.exclude.iter().any(|p| glob_match(p, names.value(0)))
+            });
+        if !excluded && let Err(e) = crate::table::quantize_batch(&batch, &quantize) {
+            found = Some(e);
+            return Ok(false);
+        }
+        Ok(true)
+    });
+    scanned.ok().and(found)
+}
+
+/// Whether `name` matches the glob `pattern` (`*` any run, `?` any one character), as
+/// `--exclude` does through SQL `LIKE`.
+fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    // The classic two-pointer match with backtracking to the last `*`.
+    let (mut i, mut j, mut star, mut mark) = (0, 0, None, 0);
+    while j < n.len() {
+        match p.get(i) {
+            Some('*') => {
+                star = Some(i);
+                mark = j;
+                i += 1;
+            }
+            Some(&c) if c == '?' || c == n[j] => {
+                i += 1;
+                j += 1;
+            }
+            _ => match star {
+                Some(s) => {
+                    i = s + 1;
+                    mark += 1;
+                    j = mark;
+                }
+                None => return false,
+            },
+        }
+    }
+    p[i.min(p.len())..].iter().all(|&c| c == '*')
 }
 
 /// Orders layer names as people do: `layers.2` before `layers.10`.
@@ -863,7 +928,20 @@ pub fn summarize(
 
 #[cfg(test)]
 mod tests {
-    use super::natural_key;
+    use super::{glob_match, natural_key};
+
+    #[test]
+    fn globs_match_like_the_exclude_option() {
+        assert!(glob_match("*norm*", "encoder.layernorm.weight"));
+        assert!(glob_match("*.bias", "fc.bias"));
+        assert!(!glob_match("*.bias", "fc.bias.x"));
+        assert!(glob_match("layer.?.w", "layer.3.w"));
+        assert!(!glob_match("layer.?.w", "layer.10.w"));
+        assert!(glob_match("*", ""));
+        assert!(!glob_match("", "a"));
+        assert!(glob_match("a*b*c", "aXXbYYc"));
+        assert!(!glob_match("a*b*c", "aXXbYY"));
+    }
 
     #[test]
     fn natural_order_of_layer_names() {
