@@ -247,56 +247,101 @@ fn quantize_portable(
     Ok(())
 }
 
-/// Code `i` of `q` as an integer: signed for symmetric schemes, unsigned otherwise.
+/// Widens packed codes to one f32 each (`out.len()` codes starting at the first bit of
+/// `codes`): `BITS` bits per code, sign-extended when `SIGNED`.
 #[inline(always)]
-fn code_at(codes: &[u8], scheme: Scheme, i: usize) -> f32 {
-    match scheme {
-        Scheme::Int8 => f32::from(codes[i] as i8),
-        Scheme::Int8Asym => f32::from(codes[i]),
-        Scheme::Int2 | Scheme::Int2Asym => {
-            let crumb = (codes[i / 4] >> (2 * (i % 4))) & 0b11;
-            if scheme == Scheme::Int2 {
-                f32::from(((crumb << 6) as i8) >> 6)
-            } else {
-                f32::from(crumb)
-            }
+fn unpack<const BITS: u32, const SIGNED: bool>(codes: &[u8], out: &mut [f32]) {
+    let per = (8 / BITS) as usize;
+    let mask = ((1u16 << BITS) - 1) as u8;
+    let decode = |v: u8| -> f32 {
+        if SIGNED {
+            f32::from(((v << (8 - BITS)) as i8) >> (8 - BITS))
+        } else {
+            f32::from(v)
         }
-        _ => {
-            let byte = codes[i / 2];
-            let nib = if i.is_multiple_of(2) {
-                byte & 0x0f
-            } else {
-                byte >> 4
-            };
-            if scheme == Scheme::Int4 {
-                f32::from(((nib << 4) as i8) >> 4)
-            } else {
-                f32::from(nib)
-            }
+    };
+    let full = out.len() / per;
+    let mut whole = out.chunks_exact_mut(per);
+    for (o, &b) in whole.by_ref().zip(codes) {
+        for (k, y) in o.iter_mut().enumerate() {
+            *y = decode((b >> (k as u32 * BITS)) & mask);
+        }
+    }
+    let rest = whole.into_remainder();
+    if let Some(&b) = codes.get(full) {
+        for (k, y) in rest.iter_mut().enumerate() {
+            *y = decode((b >> (k as u32 * BITS)) & mask);
         }
     }
 }
 
 /// Reconstructs a validated linear-scheme `q` into `out` (`out.len() == q.numel`).
 pub fn dequantize(q: &QuantizedRef<'_>, out: &mut [f32]) {
+    match super::isa() {
+        // SAFETY: `isa()` checked that this CPU supports the wrapper's target features.
+        #[cfg(target_arch = "x86_64")]
+        #[allow(unsafe_code)]
+        super::Isa::Avx512 => unsafe { dequantize_avx512(q, out) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        #[allow(unsafe_code)]
+        super::Isa::Avx2 => unsafe { dequantize_avx2(q, out) },
+        _ => dequantize_portable(q, out),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn dequantize_avx2(q: &QuantizedRef<'_>, out: &mut [f32]) {
+    dequantize_portable(q, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+fn dequantize_avx512(q: &QuantizedRef<'_>, out: &mut [f32]) {
+    dequantize_portable(q, out);
+}
+
+/// Tile by tile: the tile's codes are widened to f32 in L1, then each group's part is scaled.
+#[inline(always)]
+fn dequantize_portable(q: &QuantizedRef<'_>, out: &mut [f32]) {
     let group = effective_group_size(q.scheme, q.group_size, q.numel);
     let top = levels(q.scheme);
-    // `validate` guarantees one scale (and min) per group, so the indexing below is in bounds.
-    let groups = out.chunks_mut(group).zip(q.scales).enumerate();
-    for (gi, (dst, &d)) in groups {
-        let m = q.mins.and_then(|m| m.get(gi).copied()).unwrap_or(0.0);
-        let start = gi * group;
-        if (d.abs() * top + m.abs()) < f32::MAX {
-            for (j, y) in dst.iter_mut().enumerate() {
-                *y = d * code_at(q.codes, q.scheme, start + j) + m;
+    let bits = usize::from(q.scheme.bits());
+    let mut tile = [0f32; TILE];
+    for (t, dst) in out.chunks_mut(TILE).enumerate() {
+        let base = t * TILE;
+        // `validate` guarantees the code bytes, and one scale (and min) per group: the slicing
+        // and indexing below are in bounds. A tile starts on a whole byte (TILE % 4 == 0).
+        let codes = q.codes.get(base * bits / 8..).unwrap_or_default();
+        let c = &mut tile[..dst.len()];
+        match q.scheme {
+            Scheme::Int8 => unpack::<8, true>(codes, c),
+            Scheme::Int8Asym => unpack::<8, false>(codes, c),
+            Scheme::Int4 => unpack::<4, true>(codes, c),
+            Scheme::Int4Asym => unpack::<4, false>(codes, c),
+            Scheme::Int2 => unpack::<2, true>(codes, c),
+            _ => unpack::<2, false>(codes, c),
+        }
+        let mut pos = 0;
+        while pos < dst.len() {
+            let gi = (base + pos) / group;
+            let end = dst.len().min((gi + 1) * group - base);
+            let d = q.scales.get(gi).copied().unwrap_or(0.0);
+            let m = q.mins.and_then(|m| m.get(gi).copied()).unwrap_or(0.0);
+            let (ys, cs) = (&mut dst[pos..end], &c[pos..end]);
+            if (d.abs() * top + m.abs()) < f32::MAX {
+                for (y, &c) in ys.iter_mut().zip(cs) {
+                    *y = d * c + m;
+                }
+            } else {
+                // Near f32::MAX, d·q + m can overflow in f32 although the true value is finite.
+                for (y, &c) in ys.iter_mut().zip(cs) {
+                    let v = f64::from(d) * f64::from(c) + f64::from(m);
+                    *y = v.clamp(-f64::from(f32::MAX), f64::from(f32::MAX)) as f32;
+                }
             }
-        } else {
-            // Near f32::MAX, d·q + m can overflow in f32 although the true value is finite.
-            for (j, y) in dst.iter_mut().enumerate() {
-                let v =
-                    f64::from(d) * f64::from(code_at(q.codes, q.scheme, start + j)) + f64::from(m);
-                *y = v.clamp(-f64::from(f32::MAX), f64::from(f32::MAX)) as f32;
-            }
+            pos = end;
         }
     }
 }
@@ -305,6 +350,70 @@ pub fn dequantize(q: &QuantizedRef<'_>, out: &mut [f32]) {
 mod tests {
     use super::*;
     use crate::kernels::Isa;
+
+    /// Code `i` of `q` as an integer, one element at a time: the reference for `dequantize`.
+    #[inline(always)]
+    fn code_at(codes: &[u8], scheme: Scheme, i: usize) -> f32 {
+        match scheme {
+            Scheme::Int8 => f32::from(codes[i] as i8),
+            Scheme::Int8Asym => f32::from(codes[i]),
+            Scheme::Int2 | Scheme::Int2Asym => {
+                let crumb = (codes[i / 4] >> (2 * (i % 4))) & 0b11;
+                if scheme == Scheme::Int2 {
+                    f32::from(((crumb << 6) as i8) >> 6)
+                } else {
+                    f32::from(crumb)
+                }
+            }
+            _ => {
+                let byte = codes[i / 2];
+                let nib = if i.is_multiple_of(2) {
+                    byte & 0x0f
+                } else {
+                    byte >> 4
+                };
+                if scheme == Scheme::Int4 {
+                    f32::from(((nib << 4) as i8) >> 4)
+                } else {
+                    f32::from(nib)
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn dequantize_matches_the_element_by_element_reference() {
+        let x: Vec<f32> = (0..20_011)
+            .map(|i| ((i * 7919) % 2003) as f32 * 0.37 - 370.5)
+            .collect();
+        for scheme in Scheme::ALL.into_iter().filter(|s| s.block_size().is_none()) {
+            for group in [1, 3, 5, 128, 4097, x.len()] {
+                for len in [0, 1, 2, 3, 4095, 4097, x.len()] {
+                    let x = &x[..len];
+                    let mut b = super::super::QuantizedBuffers::default();
+                    super::super::quantize_into(x, scheme, group, &mut b).unwrap();
+                    let q = QuantizedRef {
+                        scheme,
+                        group_size: group,
+                        numel: len,
+                        codes: &b.codes,
+                        scales: &b.scales,
+                        mins: scheme.is_asymmetric().then_some(&b.mins[..]),
+                    };
+                    let mut got = vec![0f32; len];
+                    dequantize(&q, &mut got);
+                    let g = effective_group_size(scheme, group, len);
+                    let want: Vec<f32> = (0..len)
+                        .map(|i| {
+                            let m = q.mins.map_or(0.0, |m| m[i / g]);
+                            q.scales[i / g] * code_at(q.codes, scheme, i) + m
+                        })
+                        .collect();
+                    assert_eq!(got, want, "{scheme} group {group} len {len}");
+                }
+            }
+        }
+    }
 
     /// A kernel call writing codes, scales and mins.
     type Call<'a> =

@@ -268,8 +268,10 @@ def test_convert_memory_does_not_grow_with_a_single_row_group(tmp_path):
             capture_output=True, text=True, timeout=300, check=True)
         peaks[layers] = int(out.stdout)
     grew = peaks[16] - peaks[4]
-    # 192 MB more input; the output the Parquet writer holds grows by 24 MB (int4).
-    assert grew < 96 * 2**20, f"peak RSS grew by {grew / 2**20:.0f} MiB for 192 MiB more input"
+    # 192 MiB more input. Reading whole column chunks grew the peak by more than that (the
+    # chunk alone); streaming grows it by the output the Parquet writer holds (24 MiB of int4)
+    # plus allocator slack, which varies with thread timing: measured 10-60 MiB.
+    assert grew < 128 * 2**20, f"peak RSS grew by {grew / 2**20:.0f} MiB for 192 MiB more input"
 
 
 def test_python_convert_is_the_same_job_as_the_command_line(layers, tmp_path):
