@@ -9,8 +9,8 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use arrowquant::kernels::{
-    QuantizedBuffers, QuantizedRef, Scheme, dequantize_into, quantize_into, quantize_into_parallel,
-    speed_of_light, stored_group_size,
+    QuantizedBuffers, QuantizedRef, Scheme, dequantize_into, error_sums, quantize_into,
+    quantize_into_parallel, speed_of_light, stored_group_size, weight_entropy,
 };
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -101,6 +101,12 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    // The report's passes: entropy of the weights, and the error sums against a reconstruction.
+    g.bench_function("weight_entropy_256_bins", |b| {
+        b.iter(|| weight_entropy(black_box(&x), 256).unwrap())
+    });
+    let y: Vec<f32> = x.iter().map(|&v| v * 0.999).collect();
+    g.bench_function("error_sums", |b| b.iter(|| error_sums(black_box(&x), &y)));
     g.finish();
 }
 

@@ -39,34 +39,71 @@ const LANES: usize = 8;
 /// The sums of `x` against its reconstruction `y` (same length; extra elements of either are
 /// ignored).
 pub fn error_sums(x: &[f32], y: &[f32]) -> ErrorSums {
+    match super::isa() {
+        // SAFETY: `isa()` checked that this CPU supports the wrapper's target features.
+        #[cfg(target_arch = "x86_64")]
+        #[allow(unsafe_code)]
+        super::Isa::Avx512 => unsafe { error_sums_avx512(x, y) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        #[allow(unsafe_code)]
+        super::Isa::Avx2 => unsafe { error_sums_avx2(x, y) },
+        _ => error_sums_portable(x, y),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn error_sums_avx2(x: &[f32], y: &[f32]) -> ErrorSums {
+    error_sums_portable(x, y)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+fn error_sums_avx512(x: &[f32], y: &[f32]) -> ErrorSums {
+    error_sums_portable(x, y)
+}
+
+#[inline(always)]
+fn error_sums_portable(x: &[f32], y: &[f32]) -> ErrorSums {
     let n = x.len().min(y.len());
     let (x, y) = (&x[..n], &y[..n]);
-    let mut acc = [[0.0f64; LANES]; 5];
-    let mut add = |a: &[f32], b: &[f32]| {
-        for k in 0..a.len().min(b.len()) {
+    let (mut se, mut max, mut xx, mut yy, mut xy) = (
+        [0.0f64; LANES],
+        [0.0f64; LANES],
+        [0.0f64; LANES],
+        [0.0f64; LANES],
+        [0.0f64; LANES],
+    );
+    let ((xs, x_rest), (ys, y_rest)) = (x.as_chunks::<LANES>(), y.as_chunks::<LANES>());
+    for (a, b) in xs.iter().zip(ys) {
+        for k in 0..LANES {
             let (a, b) = (f64::from(a[k]), f64::from(b[k]));
             let e = a - b;
-            acc[0][k] += e * e;
-            acc[1][k] = acc[1][k].max(e.abs());
-            acc[2][k] += a * a;
-            acc[3][k] += b * b;
-            acc[4][k] += a * b;
+            se[k] += e * e;
+            max[k] = max[k].max(e.abs());
+            xx[k] += a * a;
+            yy[k] += b * b;
+            xy[k] += a * b;
         }
-    };
-    let (xs, ys) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
-    let (x_rest, y_rest) = (xs.remainder(), ys.remainder());
-    for (a, b) in xs.zip(ys) {
-        add(a, b);
     }
-    add(x_rest, y_rest);
-    let sum = |lanes: &[f64; LANES]| lanes.iter().sum::<f64>();
+    for (k, (&a, &b)) in x_rest.iter().zip(y_rest).enumerate() {
+        let (a, b) = (f64::from(a), f64::from(b));
+        let e = a - b;
+        se[k] += e * e;
+        max[k] = max[k].max(e.abs());
+        xx[k] += a * a;
+        yy[k] += b * b;
+        xy[k] += a * b;
+    }
+    let sum = |lanes: [f64; LANES]| lanes.iter().sum::<f64>();
     ErrorSums {
         n,
-        squared_error: sum(&acc[0]),
-        max_abs_error: acc[1].iter().fold(0.0, |m, &v| m.max(v)),
-        xx: sum(&acc[2]),
-        yy: sum(&acc[3]),
-        xy: sum(&acc[4]),
+        squared_error: sum(se),
+        max_abs_error: max.iter().fold(0.0, |m, &v| m.max(v)),
+        xx: sum(xx),
+        yy: sum(yy),
+        xy: sum(xy),
     }
 }
 

@@ -136,32 +136,53 @@ pub fn weight_entropy(x: &[f32], bins: usize) -> Result<f64, KernelError> {
     if x.is_empty() || lo == hi || bins <= 1 {
         return Ok(0.0);
     }
-    // lo < hi, so the width is positive and every (v - lo) / width lies in [0, bins]: the
-    // clamp to the last bin keeps the index in range.
-    let (lo, width) = (f64::from(lo), (f64::from(hi) - f64::from(lo)) / bins as f64);
-    let last = (bins - 1) as f64;
-    // Bin indices are computed a chunk at a time (vectorized), then counted into four
-    // interleaved histograms, so consecutive equal bins do not wait on each other's increment.
-    const CHUNK: usize = 64;
-    let mut counts = vec![0u64; 4 * bins];
-    let mut idx = [0usize; CHUNK];
-    for chunk in x.chunks(CHUNK) {
-        for (i, &v) in idx.iter_mut().zip(chunk) {
-            *i = ((f64::from(v) - lo) / width).min(last) as usize;
-        }
-        for (j, &i) in idx[..chunk.len()].iter().enumerate() {
-            counts[(j & 3) * bins + i] += 1;
-        }
-    }
+    let counts = match isa() {
+        // SAFETY: `isa()` checked that this CPU supports the wrapper's target features.
+        #[cfg(target_arch = "x86_64")]
+        #[allow(unsafe_code)]
+        Isa::Avx512 => unsafe { histogram_avx512(x, lo, hi, bins) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        #[allow(unsafe_code)]
+        Isa::Avx2 => unsafe { histogram_avx2(x, lo, hi, bins) },
+        _ => histogram(x, lo, hi, bins),
+    };
     let n = x.len() as f64;
-    Ok((0..bins)
-        .map(|b| counts[b] + counts[bins + b] + counts[2 * bins + b] + counts[3 * bins + b])
-        .filter(|&c| c > 0)
-        .map(|c| {
+    Ok(counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
             let p = c as f64 / n;
             -p * p.log2()
         })
         .sum())
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn histogram_avx2(x: &[f32], lo: f32, hi: f32, bins: usize) -> Vec<u64> {
+    histogram(x, lo, hi, bins)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+fn histogram_avx512(x: &[f32], lo: f32, hi: f32, bins: usize) -> Vec<u64> {
+    histogram(x, lo, hi, bins)
+}
+
+/// Counts of `x` in `bins` equal-width bins between `lo < hi` (its min and max).
+#[inline(always)]
+fn histogram(x: &[f32], lo: f32, hi: f32, bins: usize) -> Vec<u64> {
+    let (lo, width) = (f64::from(lo), (f64::from(hi) - f64::from(lo)) / bins as f64);
+    let mut counts = vec![0u64; bins];
+    for &v in x {
+        let b = ((f64::from(v) - lo) / width) as usize;
+        // The clamp puts the max (and any rounding past it) into the last bin.
+        if let Some(c) = counts.get_mut(b.min(bins - 1)) {
+            *c += 1;
+        }
+    }
+    counts
 }
 
 /// Tensors smaller than this are quantized on one thread.
@@ -402,7 +423,7 @@ pub fn dequantize_into(q: &QuantizedRef<'_>, out: &mut Vec<f32>) -> Result<(), K
 /// chosen at run time; none uses FMA, so all three give the same bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Isa {
-    /// x86-64 with AVX-512 F, BW and VL.
+    /// x86-64 with AVX-512 F, BW, VL and DQ.
     Avx512,
     /// x86-64 with AVX2.
     Avx2,
@@ -418,6 +439,7 @@ pub(crate) fn isa() -> Isa {
         if std::is_x86_feature_detected!("avx512f")
             && std::is_x86_feature_detected!("avx512bw")
             && std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("avx512dq")
         {
             return Isa::Avx512;
         }
