@@ -299,3 +299,29 @@ def test_python_convert_is_the_same_job_as_the_command_line(layers, tmp_path):
     with pytest.raises(aq.QuantizationError, match="element 1 is NaN"):
         aq.convert(bad, tmp_path / "y.parquet")
     assert not (tmp_path / "y.parquet").exists()
+
+
+def test_convert_reads_a_directory_of_files_and_row_groups(tmp_path):
+    d = tmp_path / "shards"
+    d.mkdir()
+    t = weight_table(n_layers=7, rows=8, cols=32, seed=5)
+    pq.write_table(t.slice(0, 4), d / "a.parquet", row_group_size=2)  # two row groups
+    pq.write_table(t.slice(4, 3), d / "b.parquet")
+    (d / "notes.txt").write_text("not parquet: ignored")
+    out = tmp_path / "q.parquet"
+    run("convert", str(d), str(out), "--scheme", "int4", "--group-size", "32")
+    got = pq.read_table(out)
+    assert sorted(got.column("layer_name").to_pylist()) == sorted(t.column("layer_name").to_pylist())
+    import arrowquant as aq
+    ref = {r["layer_name"]: r["q"] for r in aq.quantize_arrow(t, "int4", 32).to_pylist()}
+    assert all(r["q"] == ref[r["layer_name"]] for r in got.to_pylist())
+
+    # Files whose columns differ are refused, naming the file; so is a directory with none.
+    pq.write_table(pa.table({"layer_name": ["x"], "w": [[1.0]]}), d / "c.parquet")
+    proc = run("convert", str(d), str(tmp_path / "bad.parquet"), "--scheme", "int8", check=False)
+    assert proc.returncode == 1 and "c.parquet" in proc.stderr and "differ" in proc.stderr, proc.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = run("convert", str(empty), str(tmp_path / "none.parquet"), "--scheme", "int8", check=False)
+    assert proc.returncode == 1 and "no *.parquet files" in proc.stderr, proc.stderr
+    assert not (tmp_path / "bad.parquet").exists() and not (tmp_path / "none.parquet").exists()
