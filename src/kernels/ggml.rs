@@ -52,42 +52,17 @@ pub fn quantize(
             x.len()
         )));
     }
-    match super::isa() {
-        // SAFETY: `isa()` checked that this CPU supports the wrapper's target features.
-        #[cfg(target_arch = "x86_64")]
-        #[allow(unsafe_code)]
-        super::Isa::Avx512 => unsafe { quantize_avx512(x, scheme, codes, scales) },
-        // SAFETY: as above.
-        #[cfg(target_arch = "x86_64")]
-        #[allow(unsafe_code)]
-        super::Isa::Avx2 => unsafe { quantize_avx2(x, scheme, codes, scales) },
-        _ => quantize_portable(x, scheme, codes, scales),
-    }
+    quantize_blocks(x, scheme, codes, scales)
 }
 
-/// [`quantize`] compiled for AVX2; no FMA, so the bytes are identical.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn quantize_avx2(
-    x: &[f32],
-    scheme: Scheme,
-    codes: &mut [MaybeUninit<u8>],
-    scales: &mut [MaybeUninit<f32>],
-) -> Result<(), KernelError> {
-    quantize_portable(x, scheme, codes, scales)
-}
-
-/// The same loop compiled for AVX-512 (16 floats per instruction, and narrowing stores).
-/// No FMA: results are bit-identical to the portable build.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-fn quantize_avx512(
-    x: &[f32],
-    scheme: Scheme,
-    codes: &mut [MaybeUninit<u8>],
-    scales: &mut [MaybeUninit<f32>],
-) -> Result<(), KernelError> {
-    quantize_portable(x, scheme, codes, scales)
+multiversion! {
+    /// The block loop of [`quantize`], for the widest instruction set this CPU has.
+    fn quantize_blocks / quantize_avx512 / quantize_avx2 = quantize_portable(
+        x: &[f32],
+        scheme: Scheme,
+        codes: &mut [MaybeUninit<u8>],
+        scales: &mut [MaybeUninit<f32>],
+    ) -> Result<(), KernelError>
 }
 
 #[inline(always)]

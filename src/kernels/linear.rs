@@ -133,60 +133,20 @@ fn pack_crumbs(codes: &[u8], out: &mut [MaybeUninit<u8>]) {
     }
 }
 
-/// Quantizes `x` in groups of `group` elements (`group >= 1`) into packed `codes`
-/// (`scheme.code_bytes(x.len())` bytes), one scale per group in `scales` and, for asymmetric
-/// schemes, one min per group in `mins`. The caller sizes the three slices exactly
-/// ([`super::quantize_into_parallel`] does), and on success every element of all three has been
-/// written; element indices in errors count from 0 within `x`.
-pub fn quantize(
-    x: &[f32],
-    scheme: Scheme,
-    group: usize,
-    codes: &mut [MaybeUninit<u8>],
-    scales: &mut [MaybeUninit<f32>],
-    mins: &mut [MaybeUninit<f32>],
-) -> Result<(), KernelError> {
-    match super::isa() {
-        // SAFETY: `isa()` checked that this CPU supports the wrapper's target features.
-        #[cfg(target_arch = "x86_64")]
-        #[allow(unsafe_code)]
-        super::Isa::Avx512 => unsafe { quantize_avx512(x, scheme, group, codes, scales, mins) },
-        // SAFETY: as above.
-        #[cfg(target_arch = "x86_64")]
-        #[allow(unsafe_code)]
-        super::Isa::Avx2 => unsafe { quantize_avx2(x, scheme, group, codes, scales, mins) },
-        _ => quantize_portable(x, scheme, group, codes, scales, mins),
-    }
-}
-
-/// The same loop compiled for AVX2 (8 floats per instruction instead of 4). No FMA: results are
-/// bit-identical to the portable build.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn quantize_avx2(
-    x: &[f32],
-    scheme: Scheme,
-    group: usize,
-    codes: &mut [MaybeUninit<u8>],
-    scales: &mut [MaybeUninit<f32>],
-    mins: &mut [MaybeUninit<f32>],
-) -> Result<(), KernelError> {
-    quantize_portable(x, scheme, group, codes, scales, mins)
-}
-
-/// The same loop compiled for AVX-512 (16 floats per instruction, and narrowing stores).
-/// No FMA: results are bit-identical to the portable build.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-fn quantize_avx512(
-    x: &[f32],
-    scheme: Scheme,
-    group: usize,
-    codes: &mut [MaybeUninit<u8>],
-    scales: &mut [MaybeUninit<f32>],
-    mins: &mut [MaybeUninit<f32>],
-) -> Result<(), KernelError> {
-    quantize_portable(x, scheme, group, codes, scales, mins)
+multiversion! {
+    /// Quantizes `x` in groups of `group` elements (`group >= 1`) into packed `codes`
+    /// (`scheme.code_bytes(x.len())` bytes), one scale per group in `scales` and, for asymmetric
+    /// schemes, one min per group in `mins`. The caller sizes the three slices exactly
+    /// ([`super::quantize_into_parallel`] does), and on success every element of all three has been
+    /// written; element indices in errors count from 0 within `x`.
+    pub fn quantize / quantize_avx512 / quantize_avx2 = quantize_portable(
+        x: &[f32],
+        scheme: Scheme,
+        group: usize,
+        codes: &mut [MaybeUninit<u8>],
+        scales: &mut [MaybeUninit<f32>],
+        mins: &mut [MaybeUninit<f32>],
+    ) -> Result<(), KernelError>
 }
 
 #[inline(always)]
@@ -275,34 +235,14 @@ fn unpack<const BITS: u32, const SIGNED: bool>(codes: &[u8], out: &mut [f32]) {
     }
 }
 
-/// Reconstructs a validated linear-scheme `q` into `out` (`out.len() == q.numel`).
-pub fn dequantize(q: &QuantizedRef<'_>, out: &mut [f32]) {
-    match super::isa() {
-        // SAFETY: `isa()` checked that this CPU supports the wrapper's target features.
-        #[cfg(target_arch = "x86_64")]
-        #[allow(unsafe_code)]
-        super::Isa::Avx512 => unsafe { dequantize_avx512(q, out) },
-        // SAFETY: as above.
-        #[cfg(target_arch = "x86_64")]
-        #[allow(unsafe_code)]
-        super::Isa::Avx2 => unsafe { dequantize_avx2(q, out) },
-        _ => dequantize_portable(q, out),
-    }
+multiversion! {
+    /// Reconstructs a validated linear-scheme `q` into `out` (`out.len() == q.numel`).
+    pub fn dequantize / dequantize_avx512 / dequantize_avx2 = dequantize_portable(
+        q: &QuantizedRef<'_>,
+        out: &mut [f32],
+    )
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn dequantize_avx2(q: &QuantizedRef<'_>, out: &mut [f32]) {
-    dequantize_portable(q, out);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-fn dequantize_avx512(q: &QuantizedRef<'_>, out: &mut [f32]) {
-    dequantize_portable(q, out);
-}
-
-/// Tile by tile: the tile's codes are widened to f32 in L1, then each group's part is scaled.
 #[inline(always)]
 fn dequantize_portable(q: &QuantizedRef<'_>, out: &mut [f32]) {
     let group = effective_group_size(q.scheme, q.group_size, q.numel);

@@ -36,32 +36,13 @@ pub struct ErrorSums {
 /// the last bits.
 const LANES: usize = 8;
 
-/// The sums of `x` against its reconstruction `y` (same length; extra elements of either are
-/// ignored).
-pub fn error_sums(x: &[f32], y: &[f32]) -> ErrorSums {
-    match super::isa() {
-        // SAFETY: `isa()` checked that this CPU supports the wrapper's target features.
-        #[cfg(target_arch = "x86_64")]
-        #[allow(unsafe_code)]
-        super::Isa::Avx512 => unsafe { error_sums_avx512(x, y) },
-        // SAFETY: as above.
-        #[cfg(target_arch = "x86_64")]
-        #[allow(unsafe_code)]
-        super::Isa::Avx2 => unsafe { error_sums_avx2(x, y) },
-        _ => error_sums_portable(x, y),
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn error_sums_avx2(x: &[f32], y: &[f32]) -> ErrorSums {
-    error_sums_portable(x, y)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
-fn error_sums_avx512(x: &[f32], y: &[f32]) -> ErrorSums {
-    error_sums_portable(x, y)
+multiversion! {
+    /// The sums of `x` against its reconstruction `y` (same length; extra elements of either are
+    /// ignored).
+    pub fn error_sums / error_sums_avx512 / error_sums_avx2 = error_sums_portable(
+        x: &[f32],
+        y: &[f32],
+    ) -> ErrorSums
 }
 
 #[inline(always)]

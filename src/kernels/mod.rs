@@ -6,6 +6,46 @@
 
 use std::mem::MaybeUninit;
 
+/// One source, three builds: defines `$name`, which runs `$portable` compiled for AVX-512
+/// (`$avx512`), AVX2 (`$avx2`) or the target's baseline, whichever [`isa`] finds on this CPU.
+/// `$portable` must be `#[inline(always)]`, so that each `#[target_feature]` wrapper gets its own
+/// copy of the loop. None of them uses FMA, so all three give the same results (tests compare
+/// them).
+macro_rules! multiversion {
+    (
+        $(#[$meta:meta])*
+        $vis:vis fn $name:ident / $avx512:ident / $avx2:ident = $portable:ident
+        ($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)?
+    ) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            match crate::kernels::isa() {
+                // SAFETY: `isa()` checked that this CPU supports the wrapper's target features.
+                #[cfg(target_arch = "x86_64")]
+                #[allow(unsafe_code)]
+                crate::kernels::Isa::Avx512 => unsafe { $avx512($($arg),*) },
+                // SAFETY: as above.
+                #[cfg(target_arch = "x86_64")]
+                #[allow(unsafe_code)]
+                crate::kernels::Isa::Avx2 => unsafe { $avx2($($arg),*) },
+                _ => $portable($($arg),*),
+            }
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+        fn $avx512($($arg: $ty),*) $(-> $ret)? {
+            $portable($($arg),*)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        fn $avx2($($arg: $ty),*) $(-> $ret)? {
+            $portable($($arg),*)
+        }
+    };
+}
+
 mod ggml;
 mod linear;
 mod metrics;
@@ -136,17 +176,7 @@ pub fn weight_entropy(x: &[f32], bins: usize) -> Result<f64, KernelError> {
     if x.is_empty() || lo == hi || bins <= 1 {
         return Ok(0.0);
     }
-    let counts = match isa() {
-        // SAFETY: `isa()` checked that this CPU supports the wrapper's target features.
-        #[cfg(target_arch = "x86_64")]
-        #[allow(unsafe_code)]
-        Isa::Avx512 => unsafe { histogram_avx512(x, lo, hi, bins) },
-        // SAFETY: as above.
-        #[cfg(target_arch = "x86_64")]
-        #[allow(unsafe_code)]
-        Isa::Avx2 => unsafe { histogram_avx2(x, lo, hi, bins) },
-        _ => histogram(x, lo, hi, bins),
-    };
+    let counts = histogram(x, lo, hi, bins);
     let n = x.len() as f64;
     Ok(counts
         .iter()
@@ -158,21 +188,18 @@ pub fn weight_entropy(x: &[f32], bins: usize) -> Result<f64, KernelError> {
         .sum())
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn histogram_avx2(x: &[f32], lo: f32, hi: f32, bins: usize) -> Vec<u64> {
-    histogram(x, lo, hi, bins)
+multiversion! {
+    /// Counts of `x` in `bins` equal-width bins between `lo < hi` (its min and max).
+    fn histogram / histogram_avx512 / histogram_avx2 = histogram_portable(
+        x: &[f32],
+        lo: f32,
+        hi: f32,
+        bins: usize,
+    ) -> Vec<u64>
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
-fn histogram_avx512(x: &[f32], lo: f32, hi: f32, bins: usize) -> Vec<u64> {
-    histogram(x, lo, hi, bins)
-}
-
-/// Counts of `x` in `bins` equal-width bins between `lo < hi` (its min and max).
 #[inline(always)]
-fn histogram(x: &[f32], lo: f32, hi: f32, bins: usize) -> Vec<u64> {
+fn histogram_portable(x: &[f32], lo: f32, hi: f32, bins: usize) -> Vec<u64> {
     let (lo, width) = (f64::from(lo), (f64::from(hi) - f64::from(lo)) / bins as f64);
     let mut counts = vec![0u64; bins];
     for &v in x {
@@ -450,33 +477,14 @@ pub(crate) fn isa() -> Isa {
     Isa::Baseline
 }
 
-/// The speed-of-light reference of the benchmarks: one streaming pass that reads each f32 and
-/// writes it truncated to i8 (clamped, NaN to 0) — the least work any quantizer must do. Built
-/// for the widest vector unit this CPU has, like the kernels it is compared with.
-pub fn speed_of_light(x: &[f32], out: &mut [i8]) {
-    match isa() {
-        // SAFETY: `isa()` checked that this CPU supports the wrapper's target features.
-        #[cfg(target_arch = "x86_64")]
-        #[allow(unsafe_code)]
-        Isa::Avx512 => unsafe { speed_of_light_avx512(x, out) },
-        // SAFETY: as above.
-        #[cfg(target_arch = "x86_64")]
-        #[allow(unsafe_code)]
-        Isa::Avx2 => unsafe { speed_of_light_avx2(x, out) },
-        _ => speed_of_light_portable(x, out),
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-fn speed_of_light_avx512(x: &[f32], out: &mut [i8]) {
-    speed_of_light_portable(x, out);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn speed_of_light_avx2(x: &[f32], out: &mut [i8]) {
-    speed_of_light_portable(x, out);
+multiversion! {
+    /// The speed-of-light reference of the benchmarks: one streaming pass that reads each f32
+    /// and writes it truncated to i8 (clamped, NaN to 0) — the least work any quantizer must do.
+    /// Built for the widest vector unit this CPU has, like the kernels it is compared with.
+    pub fn speed_of_light / speed_of_light_avx512 / speed_of_light_avx2 = speed_of_light_portable(
+        x: &[f32],
+        out: &mut [i8],
+    )
 }
 
 #[inline(always)]
