@@ -57,7 +57,11 @@ fn error_sums_portable(x: &[f32], y: &[f32]) -> ErrorSums {
         [0.0f64; LANES],
     );
     let ((xs, x_rest), (ys, y_rest)) = (x.as_chunks::<LANES>(), y.as_chunks::<LANES>());
-    for (a, b) in xs.iter().zip(ys) {
+    // The last partial chunk, padded with zeros, which add nothing to any sum or maximum.
+    let (mut x_tail, mut y_tail) = ([0.0f32; LANES], [0.0f32; LANES]);
+    x_tail[..x_rest.len()].copy_from_slice(x_rest);
+    y_tail[..y_rest.len()].copy_from_slice(y_rest);
+    for (a, b) in xs.iter().chain([&x_tail]).zip(ys.iter().chain([&y_tail])) {
         for k in 0..LANES {
             let (a, b) = (f64::from(a[k]), f64::from(b[k]));
             let e = a - b;
@@ -67,15 +71,6 @@ fn error_sums_portable(x: &[f32], y: &[f32]) -> ErrorSums {
             yy[k] += b * b;
             xy[k] += a * b;
         }
-    }
-    for (k, (&a, &b)) in x_rest.iter().zip(y_rest).enumerate() {
-        let (a, b) = (f64::from(a), f64::from(b));
-        let e = a - b;
-        se[k] += e * e;
-        max[k] = max[k].max(e.abs());
-        xx[k] += a * a;
-        yy[k] += b * b;
-        xy[k] += a * b;
     }
     let sum = |lanes: [f64; LANES]| lanes.iter().sum::<f64>();
     ErrorSums {
