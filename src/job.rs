@@ -130,7 +130,13 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 
 /// A new session for jobs: every core, small batches, the functions registered.
 pub fn job_context() -> SessionContext {
-    let config = SessionConfig::new().with_batch_size(JOB_BATCH_ROWS);
+    // No round-robin repartitioning of a partition's batches: rows keep the order of their row
+    // group, so the same input gives the same output file. Parallelism comes from the input's
+    // row groups (one partition per core), and within a partition from the pipeline (the
+    // reader thread, the quantizing task and the writer overlap).
+    let config = SessionConfig::new()
+        .with_batch_size(JOB_BATCH_ROWS)
+        .with_round_robin_repartition(false);
     let ctx = SessionContext::new_with_config(config);
     crate::register_all(&ctx);
     ctx
