@@ -46,8 +46,12 @@ pub fn parquet_files(input: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// Opens a Parquet file and reads its footer; a 0-byte or truncated file is an error naming it.
 fn open(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
-    let file = File::open(path).map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
+    let file = File::open(path).map_err(|source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
     ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| {
         Error::Data(format!(
             "{}: not a readable Parquet file: {e}",
@@ -57,7 +61,8 @@ fn open(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
 }
 
 /// Registers IN (a Parquet file or a directory of them) as table `name`, read page by page on
-/// at most `partitions` threads. Every file must have the first file's columns.
+/// at most `partitions` threads. Every file's footer is read here, so a 0-byte or truncated
+/// file is an error naming it before any work; every file must have the first file's columns.
 pub fn register_streaming(
     ctx: &SessionContext,
     name: &str,

@@ -319,11 +319,10 @@ fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Registers IN (a Parquet file or directory) as table `name` for a job: every file's footer
-/// is checked first (a 0-byte or truncated file is an error naming it), then the data is read
-/// page by page ([`crate::input`]), so memory does not grow with the row groups.
+/// Registers IN (a Parquet file or directory) as table `name` for a job, read page by page
+/// ([`crate::input`], which checks every file's footer first), so memory does not grow with the
+/// row groups.
 fn register_job_input(ctx: &SessionContext, name: &str, input: &Path) -> Result<()> {
-    parquet_rows(input)?;
     let partitions = ctx.copied_config().target_partitions();
     crate::input::register_streaming(ctx, name, input, partitions)
 }
