@@ -132,18 +132,39 @@ pub fn scan(
     mut f: impl FnMut(RecordBatch) -> Result<bool>,
 ) -> Result<()> {
     for path in parquet_files(input)? {
-        let reader = open(&path)?
-            .with_batch_size(batch_size)
-            .build()
-            .map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
-        for batch in reader {
-            let batch = batch.map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
-            if !f(batch)? {
-                return Ok(());
-            }
+        if !read(&path, None, batch_size, &mut f)? {
+            break;
         }
     }
     Ok(())
+}
+
+/// Reads one file (or one of its row groups) `batch_size` rows at a time, handing each batch
+/// to `f` until it returns false; returns whether `f` wanted more. Errors name the file.
+fn read(
+    path: &Path,
+    row_group: Option<usize>,
+    batch_size: usize,
+    mut f: impl FnMut(RecordBatch) -> Result<bool>,
+) -> Result<bool> {
+    let place = match row_group {
+        Some(g) => format!("{}: row group {g}", path.display()),
+        None => path.display().to_string(),
+    };
+    let mut builder = open(path)?.with_batch_size(batch_size);
+    if let Some(g) = row_group {
+        builder = builder.with_row_groups(vec![g]);
+    }
+    let reader = builder
+        .build()
+        .map_err(|e| Error::Data(format!("{place}: {e}")))?;
+    for batch in reader {
+        let batch = batch.map_err(|e| Error::Data(format!("{place}: {e}")))?;
+        if !f(batch)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 fn describe(schema: &Schema) -> String {
@@ -173,16 +194,8 @@ impl RowGroupStream {
         tx: &tokio::sync::mpsc::Sender<Result<RecordBatch, DataFusionError>>,
     ) -> Result<()> {
         for unit in &self.units {
-            let reader = open(&unit.path)?
-                .with_row_groups(vec![unit.row_group])
-                .with_batch_size(batch_size)
-                .build()
-                .map_err(|e| Error::Data(format!("{}: {e}", unit.path.display())))?;
-            for batch in reader {
-                let batch = batch
-                    .and_then(|b| {
-                        RecordBatch::try_new(Arc::clone(&self.schema), b.columns().to_vec())
-                    })
+            let more = read(&unit.path, Some(unit.row_group), batch_size, |b| {
+                let batch = RecordBatch::try_new(Arc::clone(&self.schema), b.columns().to_vec())
                     .map_err(|e| {
                         Error::Data(format!(
                             "{}: row group {}: {e}",
@@ -190,9 +203,10 @@ impl RowGroupStream {
                             unit.row_group
                         ))
                     })?;
-                if tx.blocking_send(Ok(batch)).is_err() {
-                    return Ok(());
-                }
+                Ok(tx.blocking_send(Ok(batch)).is_ok())
+            })?;
+            if !more {
+                break;
             }
         }
         Ok(())
