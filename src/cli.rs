@@ -3,15 +3,17 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use clap::{Args, Parser, Subcommand};
 use datafusion::arrow::util::pretty::pretty_format_batches;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::error::{Error, Result};
-use crate::job::{self, ConvertOptions, Progress, Report};
+use crate::io::parquet_source::total_rows;
+use crate::job::{self, ConvertOptions, Progress, Report, runtime};
 use crate::kernels::Scheme;
-use crate::table::Group;
+use crate::options::{self, DEFAULT_GROUP_SIZE, DEFAULT_SCHEME, Group};
 
 /// Quantize neural-network weight tables stored as Parquet.
 #[derive(Debug, Parser)]
@@ -80,8 +82,8 @@ struct ConvertArgs {
     #[arg(long, value_parser = parse_scheme, required_unless_present = "min_cosine")]
     scheme: Option<Scheme>,
     /// Elements per scale (0: one scale per tensor). Default 128.
-    #[arg(long, conflicts_with = "per_channel", allow_negative_numbers = true)]
-    group_size: Option<usize>,
+    #[arg(long, conflicts_with = "per_channel", allow_negative_numbers = true, value_parser = parse_group_size)]
+    group_size: Option<Group>,
     /// One scale per output channel (groups of shape[-1]).
     #[arg(long)]
     per_channel: bool,
@@ -101,7 +103,14 @@ struct ConvertArgs {
 }
 
 fn parse_scheme(s: &str) -> std::result::Result<Scheme, String> {
-    Scheme::parse(s).ok_or_else(|| format!("expected one of {}, got '{s}'", Scheme::names()))
+    options::parse_scheme(s).map_err(|e| e.message)
+}
+
+fn parse_group_size(s: &str) -> std::result::Result<Group, String> {
+    let n: i64 = s
+        .parse()
+        .map_err(|_| format!("expected an integer, got '{s}'"))?;
+    options::parse_group_size(n).map_err(|e| e.message)
 }
 
 fn parse_table(s: &str) -> std::result::Result<(String, PathBuf), String> {
@@ -113,160 +122,79 @@ fn parse_table(s: &str) -> std::result::Result<(String, PathBuf), String> {
     }
 }
 
-/// A progress bar on stderr when it is a terminal; nothing otherwise.
-struct Bar(ProgressBar);
+/// A progress bar on stderr when it is a terminal; nothing otherwise. It counts rows (layers),
+/// and says how many bytes of float32 weights they held.
+struct Bar {
+    bar: ProgressBar,
+    what: String,
+    bytes: AtomicU64,
+}
 
 impl Bar {
     fn new(rows: u64, what: &str) -> Self {
         let bar = ProgressBar::with_draw_target(Some(rows), ProgressDrawTarget::stderr());
         let style = ProgressStyle::with_template(
-            "{msg} [{bar:30}] {pos}/{len} rows, {binary_bytes} at {binary_bytes_per_sec}, {eta} left",
+            "{msg} [{bar:30}] {pos}/{len} layers, {per_sec}, {eta} left",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar());
         bar.set_style(style.progress_chars("=> "));
         bar.set_message(what.to_string());
-        Self(bar)
+        Self {
+            bar,
+            what: what.to_string(),
+            bytes: AtomicU64::new(0),
+        }
     }
 }
 
 impl Progress for Bar {
-    fn advance(&self, rows: u64, _bytes: u64) {
-        self.0.inc(rows);
+    fn advance(&self, rows: u64, bytes: u64) {
+        let total = self.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if total > 0 {
+            self.bar
+                .set_message(format!("{} ({})", self.what, HumanBytes(total)));
+        }
+        self.bar.inc(rows);
     }
 }
 
 impl Drop for Bar {
     fn drop(&mut self) {
-        self.0.finish_and_clear();
+        self.bar.finish_and_clear();
     }
-}
-
-/// The report as an aligned table.
-pub fn format_report(r: &Report) -> String {
-    let mut rows = vec![[
-        "layer".to_string(),
-        "shape".into(),
-        "scheme".into(),
-        "bytes before".into(),
-        "bytes after".into(),
-        "mse".into(),
-        "max abs err".into(),
-        "sqnr dB".into(),
-        "cosine".into(),
-        "sensitivity".into(),
-    ]];
-    for l in &r.layers {
-        let shape = l.shape.as_ref().map_or(String::new(), |s| {
-            s.iter().map(i64::to_string).collect::<Vec<_>>().join("x")
-        });
-        rows.push([
-            l.layer_name.clone(),
-            shape,
-            l.scheme.clone(),
-            l.bytes_before.to_string(),
-            l.bytes_after.to_string(),
-            format!("{:.3e}", l.mse),
-            format!("{:.3e}", l.max_abs_error),
-            format!("{:.2}", l.sqnr_db),
-            format!("{:.6}", l.cosine_similarity),
-            format!("{:.2}", l.sensitivity),
-        ]);
-    }
-    let widths: Vec<usize> = (0..10)
-        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in &rows {
-        let cells: Vec<String> = row
-            .iter()
-            .enumerate()
-            .map(|(c, s)| {
-                if c < 3 {
-                    format!("{s:<w$}", w = widths[c])
-                } else {
-                    format!("{s:>w$}", w = widths[c])
-                }
-            })
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
-    out.push_str(&format!(
-        "total: {} layers, {} -> {} bytes (compression {:.2}x), cosine similarity {:.6}, {:.2} s, {:.1} MB/s\n",
-        r.layers.len(),
-        r.bytes_before,
-        r.bytes_after,
-        r.compression_ratio,
-        r.cosine_similarity,
-        r.seconds,
-        r.throughput_bytes_per_s / 1e6
-    ));
-    out
 }
 
 fn say(text: &str) {
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }
 
-/// A multi-threaded tokio runtime for one job.
-pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Config(format!("cannot start the runtime: {e}")))
-}
-
 fn convert(args: &ConvertArgs) -> Result<Report> {
     let group = if args.per_channel {
         Group::PerChannel
     } else {
-        match args.group_size.unwrap_or(crate::udf::DEFAULT_GROUP_SIZE) {
-            0 => Group::PerTensor,
-            n => Group::Size(n),
-        }
+        args.group_size.unwrap_or(Group::Size(DEFAULT_GROUP_SIZE))
     };
-    let scheme = args.scheme.unwrap_or(crate::udf::DEFAULT_SCHEME);
-    if let (Some(block), Some(n)) = (scheme.block_size(), args.group_size)
-        && n != block
-    {
-        return Err(Error::Config(format!(
-            "--group-size: {scheme} uses fixed blocks of {block}, got {n}"
-        )));
-    }
-    if let Some(t) = args.min_cosine
-        && !(-1.0..=1.0).contains(&t)
-    {
-        return Err(Error::Config(format!(
-            "--min-cosine must be between -1 and 1, got {t}"
-        )));
-    }
     let opts = ConvertOptions {
-        scheme,
+        scheme: args.scheme.unwrap_or(DEFAULT_SCHEME),
         group,
         exclude: args.exclude.clone(),
         overwrite: args.overwrite,
         min_cosine: args.min_cosine,
     };
-    let rows = job::parquet_rows(&args.input).unwrap_or(0);
-    let bar = Bar::new(rows, "convert");
+    opts.quantize().validate()?;
+    let bar = Bar::new(total_rows(&args.input).unwrap_or(0), "convert");
     let report = runtime()?.block_on(job::convert(&args.input, &args.output, &opts, &bar))?;
     drop(bar);
     if let Some(path) = &args.report {
-        let json =
-            serde_json::to_string_pretty(&report).map_err(|e| Error::Config(e.to_string()))?;
-        std::fs::write(path, json).map_err(|source| Error::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let json = serde_json::to_string_pretty(&report.to_json())
+            .map_err(|e| Error::Config(e.to_string()))?;
+        std::fs::write(path, json).map_err(Error::io(path))?;
     }
     Ok(report)
 }
 
 fn demo(dir: &Path, scale: f64, scheme: Scheme) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-        path: dir.display().to_string(),
-        source,
-    })?;
+    std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
     let model = dir.join("model.safetensors");
     let table = dir.join("model.parquet");
     let quantized = dir.join(format!("model.{}.parquet", scheme.name()));
@@ -298,11 +226,10 @@ fn demo(dir: &Path, scale: f64, scheme: Scheme) -> Result<()> {
         overwrite: true,
         min_cosine: None,
     };
-    let rows = job::parquet_rows(&table).unwrap_or(0);
-    let bar = Bar::new(rows, "convert");
+    let bar = Bar::new(total_rows(&table).unwrap_or(0), "convert");
     let report = runtime()?.block_on(job::convert(&table, &quantized, &opts, &bar))?;
     drop(bar);
-    say(&format_report(&report));
+    say(&report.to_text()?);
     say(&format!(
         "\nTry: arrowquant sql --table q={} \"SELECT layer_name, q['scheme'], q['scales'][1] FROM q LIMIT 3\"\n",
         quantized.display()
@@ -314,15 +241,14 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Convert(args) => {
             let report = convert(&args)?;
-            say(&format_report(&report));
+            say(&report.to_text()?);
         }
         Command::Dequantize {
             input,
             output,
             overwrite,
         } => {
-            let rows = job::parquet_rows(&input).unwrap_or(0);
-            let bar = Bar::new(rows, "dequantize");
+            let bar = Bar::new(total_rows(&input).unwrap_or(0), "dequantize");
             runtime()?.block_on(job::dequantize(&input, &output, overwrite, &bar))?;
         }
         Command::Sql {
@@ -332,10 +258,7 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let sql = match (query, file) {
                 (Some(q), None) => q,
-                (None, Some(f)) => std::fs::read_to_string(&f).map_err(|source| Error::Io {
-                    path: f.display().to_string(),
-                    source,
-                })?,
+                (None, Some(f)) => std::fs::read_to_string(&f).map_err(Error::io(&f))?,
                 _ => return Err(Error::Config("sql: give either a QUERY or -f FILE".into())),
             };
             for batches in runtime()?.block_on(job::run_sql(&sql, &tables))? {
@@ -375,6 +298,10 @@ pub fn main(args: Vec<String>) -> i32 {
     };
     match run(cli) {
         Ok(()) => 0,
+        Err(Error::Option(e)) => {
+            eprintln!("arrowquant: error: {}: {}", e.option.flag(), e.message);
+            2
+        }
         Err(e) => {
             eprintln!("arrowquant: error: {e}");
             match e {

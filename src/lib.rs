@@ -1,20 +1,23 @@
 //! arrowquant: quantize neural-network weights stored as Arrow tables.
 //!
-//! - [`kernels`]: the pure core, `&[f32]` in, codes and scales out.
-//! - [`job`], [`cli`]: Parquet-to-Parquet jobs and the `arrowquant` command line; [`input`]:
-//!   their Parquet input, read page by page.
-//! - [`mem`]: large output buffers on huge pages.
-//! - [`table`]: weight tables, batch by batch (schema checks, layer names in errors).
-//! - [`udf`]: the DataFusion SQL functions over it, all registered by [`register_all`].
+//! Data flows one way, through layers that only use the ones below them:
+//! - [`kernels`] (and [`mem`]): the pure core, `&[f32]` in, codes and scales out.
+//! - [`options`]: the one options model (schemes, grouping) and its checks.
+//! - [`array`]: weight tables and the `q` struct as Arrow arrays; the row loops.
+//! - [`io`]: Parquet and `.safetensors` in, atomic Parquet out.
+//! - [`udf`]: the DataFusion SQL functions, their `Expr` builders ([`udf::expr_fn`]) and
+//!   [`register_all`].
+//! - [`job`]: the streaming jobs, built as DataFusion plans of those expressions; [`cli`]: the
+//!   `arrowquant` command line over them; `python`: the bindings.
 
+pub mod array;
 pub mod cli;
 pub mod error;
-pub mod input;
+pub mod io;
 pub mod job;
 pub mod kernels;
 pub mod mem;
-pub mod safetensors;
-pub mod table;
+pub mod options;
 pub mod udf;
 
 #[cfg(feature = "python")]

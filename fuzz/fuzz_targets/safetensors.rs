@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 
 #[allow(dead_code)]
-#[path = "../../src/safetensors/parse.rs"]
+#[path = "../../src/io/safetensors/parse.rs"]
 mod parse;
 
 fuzz_target!(|data: &[u8]| {

@@ -123,10 +123,11 @@ def validate_schema(schema: Any) -> None:
 
 
 def summarize(original: Any, quantized: Any) -> pa.Table:
-    """Per layer: scheme, numel, bytes before and after, ``compression_ratio``, ``mse``,
-    ``max_abs_error``, ``sqnr_db`` and ``cosine_similarity`` of ``quantized`` against
-    ``original`` (joined on ``layer_name``). The whole model's ``compression_ratio`` and
-    ``cosine_similarity`` are in the schema metadata.
+    """Per layer: shape (when ``original`` has one), scheme, numel, bytes before and after,
+    ``compression_ratio``, ``mse``, ``max_abs_error``, ``sqnr_db``, ``cosine_similarity`` and
+    ``sensitivity`` of ``quantized`` against ``original`` (joined on ``layer_name``): the same table as ``convert``'s report. The whole
+    model's ``compression_ratio``, ``cosine_similarity`` and byte counts are in the schema
+    metadata.
 
     >>> import pyarrow as pa, arrowquant as aq
     >>> t = pa.table({"layer_name": ["a"], "weights": pa.array([[1.0, -1.0, 0.5, 0.0]], pa.list_(pa.float32()))})

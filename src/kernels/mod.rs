@@ -54,7 +54,7 @@ mod scheme;
 
 pub use ggml::gguf_blocks_into;
 pub use metrics::{ErrorMetrics, ErrorSums, error_metrics, error_sums};
-pub use scheme::Scheme;
+pub use scheme::{Scheme, UnknownScheme};
 
 /// What can go wrong inside a kernel. Element and group indices count from 0 within the tensor.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -456,6 +456,29 @@ pub(crate) enum Isa {
     Avx2,
     /// Anything else: the compiler's baseline for the target.
     Baseline,
+}
+
+/// Whether the instruction-set equality tests can run `want` on this CPU. A CPU without it fails
+/// the test with a reason, unless `ARROWQUANT_SKIP_ISA_TESTS=1` says to skip (then it says so on
+/// stderr): a comparison that cannot run must never pass silently.
+#[cfg(test)]
+pub(crate) fn isa_test_can_run(want: Isa) -> bool {
+    let have = isa();
+    let supported = match want {
+        Isa::Baseline => true,
+        Isa::Avx2 => matches!(have, Isa::Avx2 | Isa::Avx512),
+        Isa::Avx512 => have == Isa::Avx512,
+    };
+    if !supported {
+        let skip = std::env::var("ARROWQUANT_SKIP_ISA_TESTS").is_ok_and(|v| v == "1");
+        assert!(
+            skip,
+            "this CPU lacks {want:?} (it has {have:?}), so the {want:?} build cannot be compared \
+             with the portable one; set ARROWQUANT_SKIP_ISA_TESTS=1 to skip this comparison"
+        );
+        eprintln!("SKIPPED: the {want:?} comparison (this CPU has {have:?})");
+    }
+    supported
 }
 
 /// The widest [`Isa`] this CPU supports (the standard library caches the detection).

@@ -1,6 +1,7 @@
 //! The quantization schemes of DESIGN.md §2 and their fixed properties.
 
 use std::fmt;
+use std::str::FromStr;
 
 /// A quantization scheme: how a group of f32 weights becomes codes, a scale and maybe a min.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -50,12 +51,9 @@ impl Scheme {
         }
     }
 
-    /// Parses a scheme name, case-insensitively; `None` when unknown.
+    /// Parses a scheme name, case-insensitively; `None` when unknown (see also [`str::parse`]).
     pub fn parse(s: &str) -> Option<Scheme> {
-        let s = s.trim();
-        Scheme::ALL
-            .into_iter()
-            .find(|scheme| scheme.name().eq_ignore_ascii_case(s))
+        s.parse().ok()
     }
 
     /// The names of every scheme joined by ", ", for error messages.
@@ -95,6 +93,28 @@ impl Scheme {
     }
 }
 
+/// An unknown scheme name; its message lists the valid ones (the one text every front end shows).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected one of {names}, got '{given}'", names = Scheme::names())]
+pub struct UnknownScheme {
+    /// The name that was given.
+    pub given: String,
+}
+
+impl FromStr for Scheme {
+    type Err = UnknownScheme;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let trimmed = s.trim();
+        Scheme::ALL
+            .into_iter()
+            .find(|scheme| scheme.name().eq_ignore_ascii_case(trimmed))
+            .ok_or_else(|| UnknownScheme {
+                given: s.to_string(),
+            })
+    }
+}
+
 impl fmt::Display for Scheme {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -112,6 +132,14 @@ mod tests {
             assert_eq!(Scheme::parse(&s.name().to_uppercase()), Some(s));
         }
         assert_eq!(Scheme::parse("int3"), None);
+        assert_eq!(
+            "int3".parse::<Scheme>().map_err(|e| e.to_string()),
+            Err(
+                "expected one of int8, int8_asym, int4, int4_asym, int2, int2_asym, q8_0, q4_0, \
+                 got 'int3'"
+                    .to_string()
+            )
+        );
         assert_eq!(
             Scheme::names(),
             "int8, int8_asym, int4, int4_asym, int2, int2_asym, q8_0, q4_0"

@@ -534,41 +534,26 @@ fn reference_values(n_blocks: usize) -> Vec<f32> {
     x
 }
 
-/// Byte-for-byte comparison with `gguf.quants` (the numpy port of ggml's reference quantizers)
-/// on 2^20 values. Needs a Python with `gguf` and `numpy`: `$ARROWQUANT_PYTHON` or `python3`.
+/// Byte-for-byte comparison with golden files that `gguf.quants` (the numpy port of ggml's
+/// reference quantizers) wrote for [`reference_values`] of 2048 blocks (every kind of block).
+/// `ARROWQUANT_REGENERATE_GOLDEN=1` rewrites them first, with `$ARROWQUANT_PYTHON` (or
+/// `python3`) and `gguf==0.19.0`; pytest compares 2^20 more values with `gguf.quants` directly.
 #[test]
-fn q8_0_and_q4_0_match_gguf_quants_byte_for_byte() {
-    let n_blocks = 1 << 15; // 2^20 values
+fn q8_0_and_q4_0_match_ggml_golden_files() {
+    let n_blocks = 2048;
     let x = reference_values(n_blocks);
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("x.f32");
-    std::fs::write(
-        &input,
-        x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
-    )
-    .unwrap();
-    let python = std::env::var("ARROWQUANT_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = r#"
-import sys, numpy as np
-from gguf.quants import quantize
-from gguf.constants import GGMLQuantizationType as T
-x = np.fromfile(sys.argv[1], dtype="<f4").reshape(-1, 32)
-with np.errstate(all="ignore"):
-    quantize(x, T.Q8_0).tofile(sys.argv[1] + ".q8_0")
-    quantize(x, T.Q4_0).tofile(sys.argv[1] + ".q4_0")
-"#;
-    let status = std::process::Command::new(&python)
-        .args(["-c", script, input.to_str().unwrap()])
-        .status()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {python}: {e}; set ARROWQUANT_PYTHON to a Python with gguf")
-        });
-    assert!(
-        status.success(),
-        "{python} with gguf.quants failed; install gguf==0.19.0 and numpy"
-    );
+    let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    if std::env::var("ARROWQUANT_REGENERATE_GOLDEN").is_ok_and(|v| v == "1") {
+        regenerate_golden(&x, &golden);
+    }
     for (scheme, ext) in [(Scheme::Q8_0, "q8_0"), (Scheme::Q4_0, "q4_0")] {
-        let want = std::fs::read(dir.path().join(format!("x.f32.{ext}"))).unwrap();
+        let path = golden.join(format!("ggml_{ext}.bin"));
+        let want = std::fs::read(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; run with ARROWQUANT_REGENERATE_GOLDEN=1",
+                path.display()
+            )
+        });
         let q = quantize(&x, scheme, 32);
         let r = QuantizedRef {
             scheme,
@@ -592,6 +577,35 @@ with np.errstate(all="ignore"):
             );
         }
     }
+}
+
+/// Writes `golden/ggml_q8_0.bin` and `ggml_q4_0.bin`: `gguf.quants` of `x`.
+fn regenerate_golden(x: &[f32], golden: &std::path::Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("x.f32");
+    let bytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(&input, bytes).unwrap();
+    std::fs::create_dir_all(golden).unwrap();
+    let python = std::env::var("ARROWQUANT_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = r#"
+import sys, numpy as np
+from gguf.quants import quantize
+from gguf.constants import GGMLQuantizationType as T
+x = np.fromfile(sys.argv[1], dtype="<f4").reshape(-1, 32)
+with np.errstate(all="ignore"):
+    quantize(x, T.Q8_0).tofile(sys.argv[2] + "/ggml_q8_0.bin")
+    quantize(x, T.Q4_0).tofile(sys.argv[2] + "/ggml_q4_0.bin")
+"#;
+    let status = std::process::Command::new(&python)
+        .args([
+            "-c",
+            script,
+            input.to_str().unwrap(),
+            golden.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+    assert!(status.success(), "{python} with gguf.quants failed");
 }
 
 /// DESIGN.md §2 for the linear schemes written as plainly as possible, one element at a time:

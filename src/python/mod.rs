@@ -15,15 +15,22 @@ use pyo3::types::PyCapsule;
 use pyo3_arrow::input::AnyRecordBatch;
 use pyo3_arrow::{PyArray, PyRecordBatch, PySchema, PyTable};
 
+use crate::array::table;
 use crate::error::Error;
 use crate::kernels::Scheme;
-use crate::table::{self, Group, QuantizeOptions};
+use crate::options::{self, Group, QuantizeOptions};
+
+pyo3::import_exception!(arrowquant._errors, ArrowQuantError);
+pyo3::import_exception!(arrowquant._errors, SchemaError);
+pyo3::import_exception!(arrowquant._errors, QuantizationError);
+pyo3::import_exception!(arrowquant._errors, ConfigError);
 
 /// Raises `err` as the `arrowquant` exception of its kind.
-fn to_py(py: Python<'_>, err: Error) -> PyErr {
-    let class = match &err {
-        Error::Schema(_) => "SchemaError",
-        Error::Data(_) => "QuantizationError",
+fn to_py(_py: Python<'_>, err: Error) -> PyErr {
+    let message = err.to_string();
+    match &err {
+        Error::Schema(_) => SchemaError::new_err(message),
+        Error::Data(_) => QuantizationError::new_err(message),
         // A job's SQL functions report bad data as execution errors.
         Error::DataFusion(e)
             if matches!(
@@ -31,18 +38,10 @@ fn to_py(py: Python<'_>, err: Error) -> PyErr {
                 datafusion::error::DataFusionError::Execution(_)
             ) =>
         {
-            "QuantizationError"
+            QuantizationError::new_err(message)
         }
-        Error::Config(_) => "ConfigError",
-        _ => "ArrowQuantError",
-    };
-    let exc = py
-        .import("arrowquant._errors")
-        .and_then(|m| m.getattr(class))
-        .and_then(|cls| cls.call1((err.to_string(),)));
-    match exc {
-        Ok(exc) => PyErr::from_value(exc),
-        Err(e) => e,
+        Error::Config(_) | Error::Option(_) => ConfigError::new_err(message),
+        _ => ArrowQuantError::new_err(message),
     }
 }
 
@@ -108,7 +107,7 @@ impl PyReadSafetensors {
         let codec: FFI_LogicalExtensionCodec =
             unsafe { ptr.cast::<FFI_LogicalExtensionCodec>().as_ref() }.clone();
         let udtf: Arc<dyn datafusion::catalog::TableFunctionImpl> =
-            Arc::new(crate::safetensors::ReadSafetensors);
+            Arc::new(crate::udf::ReadSafetensors);
         let ffi = FFI_TableFunction::new_with_ffi_codec(udtf, None, codec);
         PyCapsule::new_with_value(py, ffi, c"datafusion_table_function")
     }
@@ -136,73 +135,30 @@ fn options(
     min_cosine: Option<f64>,
     threads: usize,
 ) -> Result<QuantizeOptions, Error> {
-    let scheme = Scheme::parse(scheme).ok_or_else(|| {
-        Error::Config(format!(
-            "scheme: expected one of {}, got '{scheme}'",
-            Scheme::names()
-        ))
-    })?;
-    let group = match group_size {
-        None => Group::PerTensor,
-        Some(g) if g.is_none() => Group::PerTensor,
-        Some(g) => {
-            if let Ok(s) = g.extract::<String>() {
-                if s == "per_channel" {
-                    Group::PerChannel
-                } else {
-                    return Err(Error::Config(format!(
-                        "group_size: expected a non-negative integer, None or 'per_channel', got '{s}'"
-                    )));
-                }
-            } else {
-                match g.extract::<i64>() {
-                    Ok(0) => Group::PerTensor,
-                    Ok(n) if n > 0 && n <= i64::from(i32::MAX) => Group::Size(n as usize),
-                    _ => {
-                        return Err(Error::Config(format!(
-                            "group_size: expected a non-negative integer, None or 'per_channel', got {g}"
-                        )));
-                    }
-                }
+    let scheme = options::parse_scheme(scheme)?;
+    let group = match (num_groups, group_size) {
+        (Some(n), _) => Group::Count(n),
+        (None, None) => Group::PerTensor,
+        (None, Some(g)) if g.is_none() => Group::PerTensor,
+        (None, Some(g)) => match (g.extract::<String>(), g.extract::<i64>()) {
+            (Ok(s), _) if s == "per_channel" => Group::PerChannel,
+            (_, Ok(n)) => options::parse_group_size(n)?,
+            _ => {
+                return Err(Error::Config(format!(
+                    "group_size: expected 0 (one group per tensor) or a positive number of \
+                     elements, None or 'per_channel', got {g}"
+                )));
             }
-        }
+        },
     };
-    if let Some(block) = scheme.block_size() {
-        let given = match group {
-            Group::Size(n) if n == block || n == crate::udf::DEFAULT_GROUP_SIZE => None,
-            Group::Size(n) => Some(n.to_string()),
-            Group::PerTensor => Some("0 (per tensor)".to_string()),
-            Group::PerChannel => Some("'per_channel'".to_string()),
-            Group::Count(n) => Some(format!("{n} groups")),
-        };
-        if let Some(given) = given {
-            return Err(Error::Config(format!(
-                "group_size: {scheme} uses fixed blocks of {block}, got {given}"
-            )));
-        }
-    }
-    let group = match num_groups {
-        Some(0) => {
-            return Err(Error::Config(
-                "num_time_groups: expected a positive integer, got 0".into(),
-            ));
-        }
-        Some(n) => Group::Count(n),
-        None => group,
-    };
-    if let Some(t) = min_cosine
-        && !(-1.0..=1.0).contains(&t)
-    {
-        return Err(Error::Config(format!(
-            "min_accuracy: expected a cosine similarity between -1 and 1, got {t}"
-        )));
-    }
-    Ok(QuantizeOptions {
+    let opts = QuantizeOptions {
         scheme,
         group,
         min_cosine,
         threads,
-    })
+    };
+    opts.validate()?;
+    Ok(opts)
 }
 
 /// Runs `f` over every batch of `data`, the GIL released around each batch and Ctrl-C honoured
@@ -291,8 +247,6 @@ fn summarize(
     original: AnyRecordBatch,
     quantized: AnyRecordBatch,
 ) -> PyResult<PyTable> {
-    use datafusion::arrow::array::{ArrayRef, Float64Array, StringArray, UInt64Array};
-    use datafusion::arrow::datatypes::{Field, Schema};
     let quantized: Vec<RecordBatch> = quantized
         .into_reader()?
         .collect::<Result<_, _>>()
@@ -301,59 +255,8 @@ fn summarize(
     let report = py
         .detach(|| crate::job::summarize(reader.map(|b| b.map_err(Error::Arrow)), &quantized))
         .map_err(|e| to_py(py, e))?;
-    let l = &report.layers;
-    let f64s = |f: fn(&crate::job::LayerReport) -> f64| -> ArrayRef {
-        Arc::new(Float64Array::from(l.iter().map(f).collect::<Vec<_>>()))
-    };
-    let u64s = |f: fn(&crate::job::LayerReport) -> u64| -> ArrayRef {
-        Arc::new(UInt64Array::from(l.iter().map(f).collect::<Vec<_>>()))
-    };
-    let columns: Vec<(&str, ArrayRef)> = vec![
-        (
-            "layer_name",
-            Arc::new(StringArray::from(
-                l.iter().map(|r| r.layer_name.clone()).collect::<Vec<_>>(),
-            )),
-        ),
-        (
-            "scheme",
-            Arc::new(StringArray::from(
-                l.iter().map(|r| r.scheme.clone()).collect::<Vec<_>>(),
-            )),
-        ),
-        ("numel", u64s(|r| r.numel)),
-        ("bytes_before", u64s(|r| r.bytes_before)),
-        ("bytes_after", u64s(|r| r.bytes_after)),
-        (
-            "compression_ratio",
-            f64s(|r| r.bytes_before as f64 / (r.bytes_after.max(1)) as f64),
-        ),
-        ("mse", f64s(|r| r.mse)),
-        ("max_abs_error", f64s(|r| r.max_abs_error)),
-        ("sqnr_db", f64s(|r| r.sqnr_db)),
-        ("cosine_similarity", f64s(|r| r.cosine_similarity)),
-        ("sensitivity", f64s(|r| r.sensitivity)),
-    ];
-    let metadata = [
-        ("compression_ratio", report.compression_ratio.to_string()),
-        ("cosine_similarity", report.cosine_similarity.to_string()),
-        ("bytes_before", report.bytes_before.to_string()),
-        ("bytes_after", report.bytes_after.to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let fields: Vec<Field> = columns
-        .iter()
-        .map(|(n, c)| Field::new(*n, c.data_type().clone(), false))
-        .collect();
-    let schema = Arc::new(Schema::new_with_metadata(fields, metadata));
-    let batch = RecordBatch::try_new(
-        Arc::clone(&schema),
-        columns.into_iter().map(|(_, c)| c).collect(),
-    )
-    .map_err(|e| to_py(py, Error::Arrow(e)))?;
-    PyTable::try_new(vec![batch], schema)
+    let schema = report.batch.schema();
+    PyTable::try_new(vec![report.batch], schema)
 }
 
 /// Checks that a schema is a weight table's; raises `SchemaError` listing what is wrong.
@@ -410,9 +313,9 @@ fn convert(
         min_cosine,
     };
     let report = py
-        .detach(|| crate::cli::runtime()?.block_on(crate::job::convert(&input, &output, &job, &())))
+        .detach(|| crate::job::runtime()?.block_on(crate::job::convert(&input, &output, &job, &())))
         .map_err(|e| to_py(py, e))?;
-    serde_json::to_string(&report).map_err(|e| to_py(py, Error::Config(e.to_string())))
+    Ok(report.to_json().to_string())
 }
 
 /// Runs the `arrowquant` command line with the GIL released; returns its exit code.
@@ -458,7 +361,7 @@ fn speed_of_light(py: Python<'_>, array: PyArray, threads: usize) -> PyResult<us
 fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("SCHEMES", Scheme::ALL.map(Scheme::name).to_vec())?;
-    m.add("DEFAULT_GROUP_SIZE", crate::udf::DEFAULT_GROUP_SIZE)?;
+    m.add("DEFAULT_GROUP_SIZE", options::DEFAULT_GROUP_SIZE)?;
     m.add_class::<PyScalarUdf>()?;
     m.add_class::<PyReadSafetensors>()?;
     m.add_function(wrap_pyfunction!(udtfs, m)?)?;

@@ -1,18 +1,16 @@
 //! `dequantize(q)` → `list<float32>`: the reconstructed weights.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
-use datafusion::arrow::array::{ArrayRef, Float32Array, ListArray};
-use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::Result;
+use datafusion::common::utils::take_function_args;
 use datafusion::logical_expr::{
     ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
 
-use super::common::{QRows, RowError, check_arity, coerce_q, f32_item, guard};
-use super::doc_section;
-use crate::kernels::dequantize_into;
+use super::{check_arity, coerce_q, doc_section, guard};
+use crate::array::{QRows, dequantize_rows, f32_list};
 
 /// `dequantize(q)`: the float32 weights that a `q` struct stands for.
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -30,49 +28,9 @@ impl Default for Dequantize {
 
 const NAME: &str = "dequantize";
 
-/// Reconstructs every row of `rows` as a `list<float32>` (NULL stays NULL).
-pub fn dequantize_rows(rows: &QRows) -> Result<ArrayRef, RowError> {
-    // One allocation for the batch: rows whose parts agree say how many weights they hold.
-    let numel: usize = (0..rows.len())
-        .filter_map(|i| rows.row(i).ok().flatten())
-        .filter(|r| r.validate().is_ok())
-        .map(|r| r.numel)
-        .sum();
-    let mut values = Vec::with_capacity(numel);
-    crate::mem::advise_huge_pages(&mut values);
-    let mut offsets = Vec::with_capacity(rows.len() + 1);
-    offsets.push(0i32);
-    let mut valid = Vec::with_capacity(rows.len());
-    for i in 0..rows.len() {
-        let row = rows.row(i).map_err(|e| RowError::new(i, e))?;
-        if let Some(r) = row {
-            dequantize_into(&r, &mut values).map_err(|e| RowError::new(i, e))?;
-        }
-        valid.push(row.is_some());
-        let end = i32::try_from(values.len()).map_err(|_| {
-            RowError::new(
-                i,
-                format!(
-                    "the batch holds more than {} weights; use smaller batches",
-                    i32::MAX
-                ),
-            )
-        })?;
-        offsets.push(end);
-    }
-    let nulls = NullBuffer::from(valid);
-    let list = ListArray::try_new(
-        f32_item(),
-        OffsetBuffer::new(ScalarBuffer::from(offsets)),
-        Arc::new(Float32Array::from(values)),
-        (nulls.null_count() > 0).then_some(nulls),
-    )
-    .map_err(|e| RowError::new(0, e))?;
-    Ok(Arc::new(list))
-}
-
 fn invoke(args: &ScalarFunctionArgs) -> Result<ColumnarValue> {
-    let q = args.args[0].to_array(args.number_rows)?;
+    let [q] = take_function_args(NAME, &args.args)?;
+    let q = q.to_array(args.number_rows)?;
     let rows = QRows::try_new(NAME, &q)?;
     let list = dequantize_rows(&rows).map_err(|e| e.into_exec(NAME))?;
     Ok(ColumnarValue::Array(list))
@@ -93,7 +51,7 @@ impl ScalarUDFImpl for Dequantize {
     }
 
     fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::List(f32_item()))
+        Ok(f32_list())
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {

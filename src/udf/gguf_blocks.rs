@@ -6,12 +6,13 @@ use datafusion::arrow::array::LargeBinaryArray;
 use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::Result;
+use datafusion::common::utils::take_function_args;
 use datafusion::logical_expr::{
     ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
 
-use super::common::{QRows, check_arity, coerce_q, guard, kernel_err, row_err};
-use super::doc_section;
+use super::{check_arity, coerce_q, doc_section, guard, row_err};
+use crate::array::QRows;
 use crate::kernels::gguf_blocks_into;
 
 /// `gguf_blocks(q)`: ggml's on-disk bytes for a `q8_0` or `q4_0` tensor.
@@ -31,7 +32,8 @@ impl Default for GgufBlocks {
 const NAME: &str = "gguf_blocks";
 
 fn invoke(args: &ScalarFunctionArgs) -> Result<ColumnarValue> {
-    let q = args.args[0].to_array(args.number_rows)?;
+    let [q] = take_function_args(NAME, &args.args)?;
+    let q = q.to_array(args.number_rows)?;
     let rows = QRows::try_new(NAME, &q)?;
     let mut bytes = Vec::new();
     let mut offsets = Vec::with_capacity(rows.len() + 1);
@@ -40,7 +42,7 @@ fn invoke(args: &ScalarFunctionArgs) -> Result<ColumnarValue> {
     for i in 0..rows.len() {
         let row = rows.row(i).map_err(|e| row_err(NAME, i, e))?;
         if let Some(r) = row {
-            gguf_blocks_into(&r, &mut bytes).map_err(|e| kernel_err(NAME, i, e))?;
+            gguf_blocks_into(&r, &mut bytes).map_err(|e| row_err(NAME, i, e))?;
         }
         valid.push(row.is_some());
         offsets.push(bytes.len() as i64);

@@ -6,14 +6,13 @@ use datafusion::arrow::array::{Float64Array, StructArray};
 use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, Fields};
 use datafusion::common::Result;
+use datafusion::common::utils::take_function_args;
 use datafusion::logical_expr::{
     ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
 
-use super::common::{
-    QRows, WeightRows, check_arity, coerce_q, coerce_weights, guard, kernel_err, row_err,
-};
-use super::doc_section;
+use super::{check_arity, coerce_q, coerce_weights, doc_section, guard, row_err};
+use crate::array::{QRows, WeightRows};
 use crate::kernels::{dequantize_into, error_metrics};
 
 /// `quantization_error(weights, q)`: how far `dequantize(q)` is from `weights`.
@@ -41,8 +40,11 @@ fn fields() -> Fields {
 }
 
 fn invoke(args: &ScalarFunctionArgs) -> Result<ColumnarValue> {
-    let weights = args.args[0].to_array(args.number_rows)?;
-    let q = args.args[1].to_array(args.number_rows)?;
+    let [weights, q] = take_function_args(NAME, &args.args)?;
+    let (weights, q) = (
+        weights.to_array(args.number_rows)?,
+        q.to_array(args.number_rows)?,
+    );
     let (xs, qs) = (
         WeightRows::try_new(NAME, &weights)?,
         QRows::try_new(NAME, &q)?,
@@ -67,7 +69,7 @@ fn invoke(args: &ScalarFunctionArgs) -> Result<ColumnarValue> {
                     ));
                 }
                 scratch.clear();
-                dequantize_into(&r, &mut scratch).map_err(|e| kernel_err(NAME, i, e))?;
+                dequantize_into(&r, &mut scratch).map_err(|e| row_err(NAME, i, e))?;
                 Some(error_metrics(x, &scratch))
             }
             _ => None,

@@ -2,25 +2,16 @@
 
 use std::sync::{Arc, OnceLock};
 
-use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
-use datafusion::common::{Result, ScalarValue, plan_err};
+use datafusion::common::{DataFusionError, Result, ScalarValue, internal_err, plan_err};
 use datafusion::logical_expr::{
     ColumnarValue, Documentation, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDFImpl, Signature,
     Volatility,
 };
 
-use super::common::{
-    NumArg, QBuilder, RowError, StrArg, WeightRows, check_arity, coerce_int, coerce_string,
-    coerce_weights, guard, parse_scheme, q_type,
-};
-use super::doc_section;
-use crate::kernels::{Scheme, quantize_into_parallel, stored_group_size};
-
-/// The scheme used when `quantize` is called without one.
-pub const DEFAULT_SCHEME: Scheme = Scheme::Int8;
-/// The group size used when `quantize` is called without one.
-pub const DEFAULT_GROUP_SIZE: usize = 128;
+use super::{arg_err, check_arity, coerce_int, coerce_string, coerce_weights, doc_section, guard};
+use crate::array::{IntArg, StrArg, WeightRows, q_type, quantize_rows};
+use crate::options::{self, DEFAULT_GROUP_SIZE, DEFAULT_SCHEME, OptionError, OptionName};
 
 /// `quantize(weights [, scheme [, group_size]])`: quantizes each row's weights.
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -38,17 +29,15 @@ impl Default for Quantize {
 
 const NAME: &str = "quantize";
 
-/// Checks literal `scheme` and `group_size` arguments at plan time.
-pub fn check_literal_args(
+/// Checks literal `scheme` and `group_size` arguments at plan time, with the messages of
+/// [`crate::options`] (what the command line and Python say for the same mistake).
+pub(crate) fn check_literal_args(
     name: &str,
     scheme_arg: Option<&ScalarValue>,
     group_arg: Option<&ScalarValue>,
 ) -> Result<()> {
     let scheme = match scheme_arg.map(ScalarValue::try_as_str) {
-        Some(Some(Some(s))) => match parse_scheme(s) {
-            Ok(scheme) => Some(scheme),
-            Err(e) => return plan_err!("'{name}' argument 2 (scheme): {e}"),
-        },
+        Some(Some(Some(s))) => Some(options::parse_scheme(s).map_err(|e| option_err(name, e))?),
         _ => None,
     };
     let Some(group) = group_arg.filter(|g| !g.is_null()) else {
@@ -60,106 +49,35 @@ pub fn check_literal_args(
             return plan_err!("'{name}' argument 3 (group_size): expected an integer, got {group}");
         }
     };
-    if group < 0 {
-        return plan_err!(
-            "'{name}' argument 3 (group_size): expected 0 (one group per tensor) or a positive \
-             number of elements, got {group}"
-        );
-    }
-    if let Some(block) = scheme.and_then(Scheme::block_size)
-        && group != block as i64
-    {
-        return plan_err!(
-            "'{name}' argument 3 (group_size): {} uses fixed blocks of {block}, got {group}",
-            scheme.map_or("", Scheme::name)
-        );
+    let group = options::parse_group_size(group).map_err(|e| option_err(name, e))?;
+    if let Some(scheme) = scheme {
+        options::check_block(scheme, group).map_err(|e| option_err(name, e))?;
     }
     Ok(())
 }
 
-/// Reads a per-row group size: `None` for NULL, an error for a negative or fractional value.
-pub fn group_at(group: &NumArg, row: usize) -> Result<Option<usize>, RowError> {
-    match group.get(row) {
-        None => Ok(None),
-        Some(g) if g >= 0.0 && g.fract() == 0.0 && g <= i32::MAX as f64 => Ok(Some(g as usize)),
-        Some(g) => Err(RowError::new(
-            row,
-            format!("group_size must be 0 (one group per tensor) or a positive integer, got {g}"),
-        )),
-    }
-}
-
-/// A per-row scheme parser that remembers the last name it parsed.
-#[derive(Default)]
-pub struct SchemeCache(Option<(String, Scheme)>);
-
-impl SchemeCache {
-    /// The scheme at row `row`: `None` for NULL, an error for an unknown name.
-    pub fn get(&mut self, arg: &StrArg, row: usize) -> Result<Option<Scheme>, RowError> {
-        let Some(s) = arg.get(row) else {
-            return Ok(None);
-        };
-        if let Some((last, scheme)) = &self.0
-            && last == s
-        {
-            return Ok(Some(*scheme));
-        }
-        let scheme = parse_scheme(s).map_err(|e| RowError::new(row, format!("scheme: {e}")))?;
-        self.0 = Some((s.to_string(), scheme));
-        Ok(Some(scheme))
-    }
-}
-
-/// Quantizes every row of `rows` with its scheme and group size (NULL in any gives NULL), a
-/// large row on up to `threads` threads (the SQL function uses 1: partitions are its threads).
-pub fn quantize_rows(
-    rows: &WeightRows,
-    scheme: &StrArg,
-    group: &NumArg,
-    threads: usize,
-) -> Result<ArrayRef, RowError> {
-    let mut schemes = SchemeCache::default();
-    let mut out = QBuilder::with_capacity(rows.len());
-    // The codes of the whole batch in one allocation: exact for one scheme, at most one byte
-    // per weight otherwise. Growing by doubling would copy the codes and hold both copies.
-    let scheme_of_all = match scheme {
-        StrArg::Const(Some(s)) => parse_scheme(s).ok(),
-        _ => None,
+/// The plan error of a bad literal option: `'name' argument N (option): message`.
+pub(crate) fn option_err(name: &str, e: OptionError) -> DataFusionError {
+    let position = match e.option {
+        OptionName::Scheme | OptionName::MinCosine => 2,
+        OptionName::GroupSize => 3,
     };
-    let code_bytes: usize = (0..rows.len())
-        .map(|i| {
-            let numel = rows.row(i).ok().flatten().map_or(0, <[f32]>::len);
-            scheme_of_all.map_or(numel, |s| s.code_bytes(numel))
-        })
-        .sum();
-    out.buffers().codes.reserve_exact(code_bytes);
-    crate::mem::advise_huge_pages(&mut out.buffers().codes);
-    for i in 0..rows.len() {
-        let x = rows.row(i).map_err(|e| RowError::new(i, e))?;
-        let (Some(x), Some(scheme), Some(group)) =
-            (x, schemes.get(scheme, i)?, group_at(group, i)?)
-        else {
-            out.null_row().map_err(|e| RowError::new(i, e))?;
-            continue;
-        };
-        quantize_into_parallel(x, scheme, group, out.buffers(), threads)
-            .map_err(|e| RowError::new(i, e))?;
-        out.finish_row(scheme, stored_group_size(scheme, group), x.len())
-            .map_err(|e| RowError::new(i, e))?;
-    }
-    out.finish().map_err(|e| RowError::new(0, e))
+    arg_err(name, position, e.option.name(), e.message)
 }
 
 fn invoke(args: &ScalarFunctionArgs) -> Result<ColumnarValue> {
-    let weights = args.args[0].to_array(args.number_rows)?;
+    let Some(weights) = args.args.first() else {
+        return internal_err!("{NAME}: called without arguments");
+    };
+    let weights = weights.to_array(args.number_rows)?;
     let rows = WeightRows::try_new(NAME, &weights)?;
     let scheme = match args.args.get(1) {
         Some(v) => StrArg::new(v)?,
         None => StrArg::Const(Some(DEFAULT_SCHEME.name().into())),
     };
     let group = match args.args.get(2) {
-        Some(v) => NumArg::new(v)?,
-        None => NumArg::Const(Some(DEFAULT_GROUP_SIZE as f64)),
+        Some(v) => IntArg::new(v)?,
+        None => IntArg::Const(Some(DEFAULT_GROUP_SIZE as i64)),
     };
     let q = quantize_rows(&rows, &scheme, &group, 1).map_err(|e| e.into_exec(NAME))?;
     Ok(ColumnarValue::Array(q))

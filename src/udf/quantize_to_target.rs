@@ -3,21 +3,17 @@
 
 use std::sync::{Arc, OnceLock};
 
-use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
-use datafusion::common::{Result, ScalarValue, plan_err};
+use datafusion::common::{Result, ScalarValue, internal_err, plan_err};
 use datafusion::logical_expr::{
     ColumnarValue, Documentation, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDFImpl, Signature,
     Volatility,
 };
 
-use super::common::{
-    NumArg, QBuilder, RowError, WeightRows, check_arity, coerce_float, coerce_int, coerce_weights,
-    guard, q_type,
-};
-use super::doc_section;
-use super::quantize::{DEFAULT_GROUP_SIZE, check_literal_args, group_at};
-use crate::kernels::{quantize_to_target, stored_group_size};
+use super::quantize::{check_literal_args, option_err};
+use super::{check_arity, coerce_float, coerce_int, coerce_weights, doc_section, guard};
+use crate::array::{FloatArg, IntArg, WeightRows, q_type, quantize_rows_to_target};
+use crate::options::{self, DEFAULT_GROUP_SIZE};
 
 /// `quantize_to_target(weights, min_cosine [, group_size])`: accuracy-targeted precision.
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -35,43 +31,19 @@ impl Default for QuantizeToTarget {
 
 const NAME: &str = "quantize_to_target";
 
-fn check_target(t: f64) -> Result<(), String> {
-    if (-1.0..=1.0).contains(&t) {
-        Ok(())
-    } else {
-        Err(format!("min_cosine must be between -1 and 1, got {t}"))
-    }
-}
-
-/// Quantizes every row to its cosine target (NULL in any argument gives NULL).
-pub fn quantize_rows_to_target(
-    rows: &WeightRows,
-    target: &NumArg,
-    group: &NumArg,
-) -> Result<ArrayRef, RowError> {
-    let mut out = QBuilder::with_capacity(rows.len());
-    for i in 0..rows.len() {
-        let x = rows.row(i).map_err(|e| RowError::new(i, e))?;
-        let (Some(x), Some(t), Some(group)) = (x, target.get(i), group_at(group, i)?) else {
-            out.null_row().map_err(|e| RowError::new(i, e))?;
-            continue;
-        };
-        check_target(t).map_err(|e| RowError::new(i, e))?;
-        let scheme =
-            quantize_to_target(x, t, group, out.buffers()).map_err(|e| RowError::new(i, e))?;
-        out.finish_row(scheme, stored_group_size(scheme, group), x.len())
-            .map_err(|e| RowError::new(i, e))?;
-    }
-    out.finish().map_err(|e| RowError::new(0, e))
-}
-
 fn invoke(args: &ScalarFunctionArgs) -> Result<ColumnarValue> {
-    let weights = args.args[0].to_array(args.number_rows)?;
+    let Some(weights) = args.args.first() else {
+        return internal_err!("{NAME}: called without arguments");
+    };
+    let weights = weights.to_array(args.number_rows)?;
     let rows = WeightRows::try_new(NAME, &weights)?;
-    let target = NumArg::new(&args.args[1])?;
+    let Some(target) = args.args.get(1) else {
+        return internal_err!("{NAME}: called without min_cosine");
+    };
+    let target = FloatArg::new(target)?;
     let group = match args.args.get(2) {
-        Some(v) => NumArg::new(v)?,
-        None => NumArg::Const(Some(DEFAULT_GROUP_SIZE as f64)),
+        Some(v) => IntArg::new(v)?,
+        None => IntArg::Const(Some(DEFAULT_GROUP_SIZE as i64)),
     };
     let q = quantize_rows_to_target(&rows, &target, &group).map_err(|e| e.into_exec(NAME))?;
     Ok(ColumnarValue::Array(q))
@@ -119,9 +91,7 @@ impl ScalarUDFImpl for QuantizeToTarget {
                     );
                 }
             };
-            if let Err(e) = check_target(value) {
-                return plan_err!("'{NAME}' argument 2 (min_cosine): {e}");
-            }
+            options::check_min_cosine(value).map_err(|e| option_err(NAME, e))?;
         }
         check_literal_args(NAME, None, scalar(2))?;
         Ok(Arc::new(Field::new(NAME, q_type(), true)))

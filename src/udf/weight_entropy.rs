@@ -4,14 +4,14 @@ use std::sync::{Arc, OnceLock};
 
 use datafusion::arrow::array::Float64Array;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
-use datafusion::common::{Result, ScalarValue, plan_err};
+use datafusion::common::{Result, ScalarValue, internal_err, plan_err};
 use datafusion::logical_expr::{
     ColumnarValue, Documentation, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDFImpl, Signature,
     Volatility,
 };
 
-use super::common::{NumArg, WeightRows, check_arity, coerce_int, coerce_weights, guard, row_err};
-use super::doc_section;
+use super::{check_arity, coerce_int, coerce_weights, doc_section, guard, row_err};
+use crate::array::{IntArg, WeightRows};
 use crate::kernels::weight_entropy;
 
 /// `weight_entropy(weights [, bins])`: how much information a row's values carry.
@@ -31,14 +31,17 @@ impl Default for WeightEntropy {
 const NAME: &str = "weight_entropy";
 /// Bins when `weight_entropy` is called without them.
 pub const DEFAULT_BINS: usize = 256;
-const MAX_BINS: f64 = 1_048_576.0;
+const MAX_BINS: i64 = 1_048_576;
 
 fn invoke(args: &ScalarFunctionArgs) -> Result<ColumnarValue> {
-    let weights = args.args[0].to_array(args.number_rows)?;
+    let Some(weights) = args.args.first() else {
+        return internal_err!("{NAME}: called without arguments");
+    };
+    let weights = weights.to_array(args.number_rows)?;
     let rows = WeightRows::try_new(NAME, &weights)?;
     let bins = match args.args.get(1) {
-        Some(v) => NumArg::new(v)?,
-        None => NumArg::Const(Some(DEFAULT_BINS as f64)),
+        Some(v) => IntArg::new(v)?,
+        None => IntArg::Const(Some(DEFAULT_BINS as i64)),
     };
     let mut out = Vec::with_capacity(rows.len());
     for i in 0..rows.len() {
@@ -47,7 +50,7 @@ fn invoke(args: &ScalarFunctionArgs) -> Result<ColumnarValue> {
             out.push(None);
             continue;
         };
-        if !((1.0..=MAX_BINS).contains(&b) && b.fract() == 0.0) {
+        if !(1..=MAX_BINS).contains(&b) {
             return Err(row_err(
                 NAME,
                 i,
@@ -98,7 +101,7 @@ impl ScalarUDFImpl for WeightEntropy {
             .filter(|b| !b.is_null())
         {
             match b.cast_to(&DataType::Int64) {
-                Ok(ScalarValue::Int64(Some(n))) if n >= 1 && n as f64 <= MAX_BINS => {}
+                Ok(ScalarValue::Int64(Some(n))) if (1..=MAX_BINS).contains(&n) => {}
                 _ => {
                     return plan_err!(
                         "'{NAME}' argument 2 (bins): expected an integer from 1 to {MAX_BINS}, got {b}"

@@ -71,7 +71,7 @@ CASES: dict[str, tuple[str, str, object, dict]] = {
     "zero dimension, empty row": (t("[[]]", "[[0, 4]]"), "int8", 128, {"py": "ok", "cli": "ok"}),
     "group_size 0 (per tensor)": (t("[[1.0, -2.0]]"), "int8", 0, {"py": "ok", "dfpy": "ok", "sql": "ok", "cli": "ok"}),
     "group_size negative": (t("[[1.0]]"), "int8", -4, {
-        "py": ("ConfigError", "group_size: expected a non-negative integer"),
+        "py": ("ConfigError", "group_size: expected 0 (one group per tensor) or a positive number of elements, got -4"),
         "dfpy": ("Exception", "'quantize' argument 3 (group_size): expected 0 (one group per tensor) or a positive number of elements, got -4"),
         "sql": (1, "'quantize' argument 3 (group_size)"),
         "cli": (2, "--group-size")}),

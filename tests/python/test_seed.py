@@ -71,7 +71,7 @@ def test_summarize_reports_compression_and_cosine():
     t = weight_table(n_layers=3)
     q = aq.quantize_arrow(t, "int4", 32)
     s = aq.summarize(t, q)
-    assert s.column_names == ["layer_name", "scheme", "numel", "bytes_before", "bytes_after",
+    assert s.column_names == ["layer_name", "shape", "scheme", "numel", "bytes_before", "bytes_after",
                               "compression_ratio", "mse", "max_abs_error", "sqnr_db", "cosine_similarity", "sensitivity"]
     assert all(5.0 < e < 8.0 for e in s.column("sensitivity").to_pylist())  # Gaussian in 256 bins
     assert s.column("bytes_before").to_pylist() == [4096] * 3

@@ -109,6 +109,33 @@ def test_gguf_blocks_match_gguf_quants(ctx, table):
         assert r["b4"] == quantize(x, T.Q4_0).tobytes()
 
 
+def test_gguf_blocks_match_gguf_quants_on_a_million_values(ctx):
+    """2^20 values of every kind of block (Gaussian, heavy-tailed, magnitude ties, one non-zero,
+    scales near f16's max and subnormal, zeros): ggml's bytes, as gguf.quants computes them."""
+    import pyarrow as pa
+    from gguf.constants import GGMLQuantizationType as T
+    from gguf.quants import quantize
+
+    rng = np.random.default_rng(20)
+    blocks = rng.standard_normal((1 << 15, 32)).astype(np.float32)
+    kind = np.arange(len(blocks)) % 8
+    blocks[kind == 1] = rng.standard_t(2, (int((kind == 1).sum()), 32)).astype(np.float32) * 0.02
+    blocks[kind == 2] = np.where(np.arange(32) % 2 == 0, 4.0, -4.0).astype(np.float32)
+    blocks[kind == 3] = 0.0
+    blocks[kind == 3, 31] = 3.0
+    blocks[kind == 4] = ((np.arange(32) - 15.5) * 3.2e4).astype(np.float32)
+    blocks[kind == 5] = ((np.arange(32) - 15.5) * 1.0e-7).astype(np.float32)
+    blocks[kind == 6] = 0.0
+    x = blocks.reshape(-1)
+    t = pa.table({"weights": pa.FixedSizeListArray.from_arrays(pa.array(x), len(x))})
+    ctx.register_record_batches("big", [t.to_batches()])
+    row = ctx.sql("SELECT gguf_blocks(quantize(weights, 'q8_0')) AS b8, "
+                  "gguf_blocks(quantize(weights, 'q4_0')) AS b4 FROM big").to_pylist()[0]
+    with np.errstate(all="ignore"):
+        assert row["b8"] == quantize(blocks, T.Q8_0).tobytes()
+        assert row["b4"] == quantize(blocks, T.Q4_0).tobytes()
+
+
 def test_errors_reach_python_as_exceptions(ctx):
     with pytest.raises(Exception, match=r"'quantize' argument 2 \(scheme\): expected one of int8, .*got 'int3'"):
         ctx.sql("SELECT quantize([1.0], 'int3')").collect()

@@ -1,32 +1,28 @@
 //! Reading `.safetensors` models (one file or a directory of shards) as weight-table batches,
 //! lazily: files are memory-mapped and each tensor becomes a one-row batch when it is pulled.
-//! Used by `arrowquant import` and by the SQL table function `read_safetensors('path')`.
+//! Used by `arrowquant import` and by the SQL table function `read_safetensors('path')`
+//! ([`SafetensorsModel::table`]).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use datafusion::arrow::array::{Float32Array, Int64Array, ListArray, RecordBatch, StringArray};
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
-use datafusion::common::{ScalarValue, plan_err};
-use datafusion::datasource::TableType;
-use datafusion::execution::TaskContext;
-use datafusion::logical_expr::Expr;
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::error::DataFusionError;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
-use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
+use datafusion::physical_plan::streaming::PartitionStream;
 use memmap2::Mmap;
 
 mod parse;
 
 pub use parse::{Entry, element_size, entries, widen};
 
+use crate::array::{LAYER_NAME, SHAPE, WEIGHTS, f32_item, f32_list, i64_list};
 use crate::error::{Error, Result};
-use crate::table::{LAYER_NAME, SHAPE, WEIGHTS};
-use crate::udf::common::f32_item;
 
 /// One mapped file and its tensors, in file order.
 #[derive(Debug)]
@@ -46,29 +42,18 @@ pub struct SafetensorsModel {
 pub fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new(LAYER_NAME, DataType::Utf8, false),
-        Field::new(WEIGHTS, DataType::List(f32_item()), false),
-        Field::new(
-            SHAPE,
-            DataType::List(Arc::new(Field::new_list_field(DataType::Int64, true))),
-            false,
-        ),
+        Field::new(WEIGHTS, f32_list(), false),
+        Field::new(SHAPE, i64_list(), false),
         Field::new("dtype", DataType::Utf8, false),
     ]))
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.display().to_string(),
-        source,
-    }
-}
-
 #[allow(unsafe_code)]
 fn map_file(path: &Path) -> Result<Mmap> {
-    let file = File::open(path).map_err(io_err(path))?;
+    let file = File::open(path).map_err(Error::io(path))?;
     // SAFETY: read-only map of a model file. If another process truncates it while we read,
     // the OS raises SIGBUS: the same contract as every mmap-based model loader (safetensors').
-    unsafe { Mmap::map(&file) }.map_err(io_err(path))
+    unsafe { Mmap::map(&file) }.map_err(Error::io(path))
 }
 
 /// The files of a model: `path` itself, or the shards of a directory (those named by
@@ -79,7 +64,7 @@ pub fn model_files(path: &Path) -> Result<Vec<PathBuf>> {
     }
     let index = path.join("model.safetensors.index.json");
     if index.exists() {
-        let text = std::fs::read_to_string(&index).map_err(io_err(&index))?;
+        let text = std::fs::read_to_string(&index).map_err(Error::io(&index))?;
         let json: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| Error::Data(format!("{}: not valid JSON: {e}", index.display())))?;
         let Some(map) = json.get("weight_map").and_then(|m| m.as_object()) else {
@@ -98,7 +83,7 @@ pub fn model_files(path: &Path) -> Result<Vec<PathBuf>> {
         return Ok(files);
     }
     let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-        .map_err(io_err(path))?
+        .map_err(Error::io(path))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
         .collect();
@@ -205,90 +190,37 @@ pub fn tensor_batch(
     )?)
 }
 
-/// `read_safetensors('path')`: a model file or a directory of shards as a weight table.
-#[derive(Debug, Default)]
-pub struct ReadSafetensors;
-
-impl TableFunctionImpl for ReadSafetensors {
-    fn call_with_args(
-        &self,
-        args: TableFunctionArgs,
-    ) -> datafusion::common::Result<Arc<dyn TableProvider>> {
-        let path = match args.exprs() {
-            [
-                Expr::Literal(
-                    ScalarValue::Utf8(Some(p))
-                    | ScalarValue::LargeUtf8(Some(p))
-                    | ScalarValue::Utf8View(Some(p)),
-                    _,
-                ),
-            ] => p.clone(),
-            other => {
-                return plan_err!(
-                    "'read_safetensors' takes 1 argument, a string literal path (a .safetensors \
-                     file or a directory of shards), got {} arguments",
-                    other.len()
-                );
-            }
-        };
-        let model = SafetensorsModel::open(Path::new(&path)).map_err(|e| {
-            datafusion::error::DataFusionError::Plan(format!("read_safetensors: {e}"))
-        })?;
-        Ok(Arc::new(SafetensorsTable { model }))
+impl SafetensorsModel {
+    /// The model as a DataFusion table: one partition, streamed tensor by tensor.
+    pub fn table(&self) -> Result<StreamingTable> {
+        let partition: Arc<dyn PartitionStream> = Arc::new(ModelStream {
+            model: self.clone(),
+            schema: schema(),
+        });
+        Ok(StreamingTable::try_new(schema(), vec![partition])?)
     }
 }
 
-/// The table `read_safetensors` returns: one partition, streamed tensor by tensor.
+/// The one partition of [`SafetensorsModel::table`].
 #[derive(Debug)]
-struct SafetensorsTable {
+struct ModelStream {
     model: SafetensorsModel,
+    schema: SchemaRef,
 }
 
-impl PartitionStream for SafetensorsTable {
+impl PartitionStream for ModelStream {
     fn schema(&self) -> &SchemaRef {
-        static SCHEMA: std::sync::OnceLock<SchemaRef> = std::sync::OnceLock::new();
-        SCHEMA.get_or_init(schema)
+        &self.schema
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let batches = self
             .model
             .batches()
-            .map(|b| b.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e))));
+            .map(|b| b.map_err(DataFusionError::from));
         Box::pin(RecordBatchStreamAdapter::new(
-            schema(),
+            Arc::clone(&self.schema),
             futures::stream::iter(batches),
         ))
-    }
-}
-
-#[async_trait]
-impl TableProvider for SafetensorsTable {
-    fn schema(&self) -> SchemaRef {
-        schema()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::Temporary
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        limit: Option<usize>,
-    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
-        let partition: Arc<dyn PartitionStream> = Arc::new(SafetensorsTable {
-            model: self.model.clone(),
-        });
-        Ok(Arc::new(StreamingTableExec::try_new(
-            schema(),
-            vec![partition],
-            projection,
-            Vec::new(),
-            false,
-            limit,
-        )?))
     }
 }

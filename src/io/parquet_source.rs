@@ -48,10 +48,7 @@ pub fn parquet_files(input: &Path) -> Result<Vec<PathBuf>> {
 
 /// Opens a Parquet file and reads its footer; a 0-byte or truncated file is an error naming it.
 fn open(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
-    let file = File::open(path).map_err(|source| Error::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let file = File::open(path).map_err(Error::io(path))?;
     ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| {
         Error::Data(format!(
             "{}: not a readable Parquet file: {e}",
@@ -124,38 +121,27 @@ pub fn register_streaming(
     Ok(())
 }
 
-/// Reads IN (a file or a directory of them) in order, `batch_size` rows at a time, on this
-/// thread, until `f` returns false.
-pub fn scan(
-    input: &Path,
-    batch_size: usize,
-    mut f: impl FnMut(RecordBatch) -> Result<bool>,
-) -> Result<()> {
+/// Total rows of IN (a Parquet file or a directory of them), from the footers.
+pub fn total_rows(input: &Path) -> Result<u64> {
+    let mut rows = 0;
     for path in parquet_files(input)? {
-        if !read(&path, None, batch_size, &mut f)? {
-            break;
-        }
+        rows += open(&path)?.metadata().file_metadata().num_rows().max(0) as u64;
     }
-    Ok(())
+    Ok(rows)
 }
 
-/// Reads one file (or one of its row groups) `batch_size` rows at a time, handing each batch
+/// Reads one row group of a file `batch_size` rows at a time, handing each batch
 /// to `f` until it returns false; returns whether `f` wanted more. Errors name the file.
 fn read(
     path: &Path,
-    row_group: Option<usize>,
+    row_group: usize,
     batch_size: usize,
     mut f: impl FnMut(RecordBatch) -> Result<bool>,
 ) -> Result<bool> {
-    let place = match row_group {
-        Some(g) => format!("{}: row group {g}", path.display()),
-        None => path.display().to_string(),
-    };
-    let mut builder = open(path)?.with_batch_size(batch_size);
-    if let Some(g) = row_group {
-        builder = builder.with_row_groups(vec![g]);
-    }
-    let reader = builder
+    let place = format!("{}: row group {row_group}", path.display());
+    let reader = open(path)?
+        .with_batch_size(batch_size)
+        .with_row_groups(vec![row_group])
         .build()
         .map_err(|e| Error::Data(format!("{place}: {e}")))?;
     for batch in reader {
@@ -194,7 +180,7 @@ impl RowGroupStream {
         tx: &tokio::sync::mpsc::Sender<Result<RecordBatch, DataFusionError>>,
     ) -> Result<()> {
         for unit in &self.units {
-            let more = read(&unit.path, Some(unit.row_group), batch_size, |b| {
+            let more = read(&unit.path, unit.row_group, batch_size, |b| {
                 let batch = RecordBatch::try_new(Arc::clone(&self.schema), b.columns().to_vec())
                     .map_err(|e| {
                         Error::Data(format!(
@@ -229,7 +215,7 @@ impl PartitionStream for RowGroupStream {
             Ok(rt) => {
                 rt.spawn_blocking(move || {
                     if let Err(e) = this.read_all(batch_size, &tx) {
-                        let _ = tx.blocking_send(Err(DataFusionError::Execution(e.to_string())));
+                        let _ = tx.blocking_send(Err(e.into()));
                     }
                 });
             }

@@ -1,54 +1,19 @@
-//! Whole weight tables (DESIGN.md §1): schema validation and batch-level quantize and
-//! dequantize, shared by the Python bindings and the jobs. SQL reaches the same row loops
-//! through the UDFs.
+//! Whole weight tables, batch by batch (DESIGN.md §1): schema validation and the batch-level
+//! quantize and dequantize that Python and the row path of the jobs share.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, RecordBatch};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 
+use super::args::{FloatArg, IntArg, RowError, StrArg};
+use super::q::{QRows, q_type};
+use super::rows::{dequantize_rows, quantize_rows, quantize_rows_to_target};
+use super::weights::{WeightRows, f32_list, i64_list};
+use super::{LAYER_NAME, Q, SHAPE, WEIGHTS};
 use crate::error::{Error, Result};
-use crate::kernels::Scheme;
-use crate::udf::common::{NumArg, QRows, RowError, StrArg, WeightRows, f32_item, q_type};
-use crate::udf::{dequantize_rows, quantize_rows, quantize_rows_to_target};
-
-/// The column names of a weight table.
-pub const LAYER_NAME: &str = "layer_name";
-/// The weights column.
-pub const WEIGHTS: &str = "weights";
-/// The optional shape column.
-pub const SHAPE: &str = "shape";
-/// The quantized column.
-pub const Q: &str = "q";
-
-/// How weights are grouped for one scale each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Group {
-    /// One group per tensor.
-    PerTensor,
-    /// Contiguous groups of this many elements.
-    Size(usize),
-    /// One group per output channel: the innermost dimension, `shape[-1]`.
-    PerChannel,
-    /// This many contiguous groups per tensor: groups of ceil(numel / n) (the seed's
-    /// `num_time_groups`).
-    Count(usize),
-}
-
-/// What `quantize_batch` does.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct QuantizeOptions {
-    /// The scheme.
-    pub scheme: Scheme,
-    /// The grouping.
-    pub group: Group,
-    /// When set, each row gets the narrowest of int2/int4/int8 that reaches this cosine
-    /// similarity (`quantize_to_target`) and `scheme` is ignored.
-    pub min_cosine: Option<f64>,
-    /// Threads for one large tensor (0: every core).
-    pub threads: usize,
-}
+use crate::options::{Group, QuantizeOptions};
 
 fn is_string(t: &DataType) -> bool {
     matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
@@ -144,19 +109,14 @@ fn shapes(batch: &RecordBatch) -> Result<Option<Vec<Option<Vec<i64>>>>> {
     let Some(col) = batch.column_by_name(SHAPE) else {
         return Ok(None);
     };
-    let col = cast(
-        col,
-        &DataType::List(Arc::new(Field::new_list_field(DataType::Int64, true))),
-    )?;
+    let col = cast(col, &i64_list())?;
     let list = col.as_list::<i32>();
     Ok(Some(
         (0..list.len())
             .map(|i| {
                 list.is_valid(i).then(|| {
                     let v = list.value(i);
-                    v.as_primitive::<datafusion::arrow::datatypes::Int64Type>()
-                        .values()
-                        .to_vec()
+                    v.as_primitive::<Int64Type>().values().to_vec()
                 })
             })
             .collect(),
@@ -164,10 +124,7 @@ fn shapes(batch: &RecordBatch) -> Result<Option<Vec<Option<Vec<i64>>>>> {
 }
 
 /// Checks every row's shape against its length; returns the per-row innermost dimension.
-pub(crate) fn check_shapes(
-    batch: &RecordBatch,
-    rows: &WeightRows,
-) -> Result<Option<Vec<Option<i64>>>> {
+pub fn check_shapes(batch: &RecordBatch, rows: &WeightRows) -> Result<Option<Vec<Option<i64>>>> {
     let Some(shapes) = shapes(batch)? else {
         return Ok(None);
     };
@@ -217,41 +174,43 @@ pub fn quantized_schema(input: &Schema) -> SchemaRef {
     Arc::new(Schema::new_with_metadata(fields, input.metadata().clone()))
 }
 
+/// Checks `opts` for a table with `schema`: [`QuantizeOptions::validate`], and per-channel's
+/// need for a `shape` column.
+pub fn check_options(schema: &Schema, opts: &QuantizeOptions) -> Result<()> {
+    opts.validate()?;
+    if opts.group == Group::PerChannel && schema.field_with_name(SHAPE).is_err() {
+        return Err(Error::Config(format!(
+            "per-channel quantization needs a '{SHAPE}' column, and the table has none"
+        )));
+    }
+    Ok(())
+}
+
 /// `SELECT <other columns>, quantize(weights, scheme, group) AS q` over one batch.
 pub fn quantize_batch(batch: &RecordBatch, opts: &QuantizeOptions) -> Result<RecordBatch> {
     validate_schema(batch.schema_ref())?;
+    check_options(batch.schema_ref(), opts)?;
     let Some(weights) = batch.column_by_name(WEIGHTS) else {
         return Err(Error::Schema(format!("no '{WEIGHTS}' column")));
     };
     let rows = WeightRows::try_new("quantize", weights)?;
     let inner = check_shapes(batch, &rows)?;
     let group = match opts.group {
-        Group::PerTensor => NumArg::Const(Some(0.0)),
-        Group::Size(n) => NumArg::Const(Some(n as f64)),
-        Group::PerChannel => match inner {
-            Some(inner) => NumArg::Column(Float64Array::from(
-                inner
-                    .into_iter()
-                    .map(|d| d.map(|d| d as f64))
-                    .collect::<Vec<_>>(),
-            )),
-            None => {
-                return Err(Error::Config(format!(
-                    "per-channel quantization needs a '{SHAPE}' column, and the table has none"
-                )));
-            }
-        },
-        Group::Count(n) => NumArg::Column(Float64Array::from(
+        Group::PerTensor => IntArg::Const(Some(0)),
+        Group::Size(n) => IntArg::Const(Some(n as i64)),
+        Group::PerChannel | Group::Count(_) => IntArg::Column(Int64Array::from(
             (0..rows.len())
                 .map(|i| {
                     let numel = rows.row(i).ok().flatten().map_or(0, <[f32]>::len);
-                    Some(numel.div_ceil(n.max(1)) as f64)
+                    let inner = inner.as_ref().and_then(|v| v.get(i).copied().flatten());
+                    let inner = inner.and_then(|d| usize::try_from(d).ok());
+                    opts.group_size(numel, inner).map(|g| g as i64)
                 })
                 .collect::<Vec<_>>(),
         )),
     };
     let q = match opts.min_cosine {
-        Some(t) => quantize_rows_to_target(&rows, &NumArg::Const(Some(t)), &group),
+        Some(t) => quantize_rows_to_target(&rows, &FloatArg::Const(Some(t)), &group),
         None => {
             let threads = match opts.threads {
                 0 => std::thread::available_parallelism().map_or(1, usize::from),
@@ -283,7 +242,7 @@ pub fn dequantized_schema(input: &Schema) -> SchemaRef {
         .filter(|f| f.name() != WEIGHTS)
         .map(|f| {
             if f.name() == Q {
-                Field::new(WEIGHTS, DataType::List(f32_item()), true)
+                Field::new(WEIGHTS, f32_list(), true)
             } else {
                 f.as_ref().clone()
             }
@@ -310,7 +269,7 @@ pub fn dequantize_batch(batch: &RecordBatch) -> Result<RecordBatch> {
     let rows = QRows::try_new("dequantize", q)?;
     let mut weights = dequantize_rows(&rows).map_err(|e| data_error(batch, e))?;
     if let Some(kept) = batch.column_by_name(WEIGHTS) {
-        let kept = cast(kept, &DataType::List(f32_item()))?;
+        let kept = cast(kept, &f32_list())?;
         let use_kept = datafusion::arrow::compute::is_null(&weights)?;
         weights = datafusion::arrow::compute::kernels::zip::zip(&use_kept, &kept, &weights)?;
     }
