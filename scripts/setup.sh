@@ -6,7 +6,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust (rustup) first" >&2; exit 2; }
-PYTHON=${PYTHON:-python3}
+# Python 3.11: the ggml oracle of the tests (PyPI libggml-python 0.20.2.post1, ggml's prebuilt
+# quantizers) ships cp311 wheels only.
+PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
@@ -14,6 +16,7 @@ export VIRTUAL_ENV="$PWD/.venv"
 export PATH="$VIRTUAL_ENV/bin:$PATH"
 python -m pip install -q --disable-pip-version-check \
   "maturin>=1.9.4,<2" "pyarrow>=26,<27" "datafusion==55.0.0" \
-  "pytest>=8" "numpy>=1.26" "gguf==0.19.0" "polars>=1.0" "duckdb>=1.1" "arro3-core>=0.4" "nanoarrow>=0.6"
+  "pytest>=8" "numpy>=1.26" "gguf==0.19.0" "polars>=1.0" "duckdb>=1.1" "arro3-core>=0.4" "nanoarrow>=0.6" \
+  "libggml-python==0.20.2.post1"
 # One build profile for everything: maturin builds with `--release` like `cargo test --release`.
 maturin develop --release --quiet

@@ -29,7 +29,7 @@ from ._seed import ArrowQuantV2
 __version__: str = _internal.__version__
 
 SCHEMES: tuple[str, ...] = tuple(_internal.SCHEMES)
-"""Every scheme name: int8, int8_asym, int4, int4_asym, int2, int2_asym, q8_0, q4_0."""
+"""Every scheme name: int8, int8_asym, int4, int4_asym, int2, int2_asym, q8_0, q4_0, q2_k … q6_k."""
 
 DEFAULT_GROUP_SIZE: int = _internal.DEFAULT_GROUP_SIZE
 

@@ -169,16 +169,20 @@ pub fn dequantize(q: &QuantizedRef<'_>, out: &mut [f32]) {
     }
 }
 
-/// Appends the exact ggml block bytes of a `q8_0`/`q4_0` value: per block the f16 scale
-/// (little-endian) followed by its codes.
+/// Appends the exact ggml block bytes of a ggml value: per `q8_0`/`q4_0` block the f16 scale
+/// (little-endian) followed by its codes; the K-quants' codes are already ggml's blocks.
 pub fn gguf_blocks_into(q: &QuantizedRef<'_>, out: &mut Vec<u8>) -> Result<(), KernelError> {
     if q.scheme.block_size().is_none() {
         return Err(KernelError::Inconsistent(format!(
-            "gguf blocks exist only for q8_0 and q4_0, got {}",
+            "gguf blocks exist only for q8_0, q4_0 and the K-quants, got {}",
             q.scheme
         )));
     }
     q.validate()?;
+    if q.scheme.is_k_quant() {
+        out.extend_from_slice(q.codes);
+        return Ok(());
+    }
     let per_block = q.scheme.code_bytes(BLOCK);
     out.reserve(q.codes.len() + 2 * q.scales.len());
     for (codes, &d) in q.codes.chunks_exact(per_block).zip(q.scales) {

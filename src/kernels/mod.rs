@@ -47,6 +47,8 @@ macro_rules! multiversion {
 }
 
 mod ggml;
+mod kquant;
+pub mod kquants;
 mod linear;
 mod metrics;
 mod scan;
@@ -232,7 +234,9 @@ struct Part<'a> {
 impl Part<'_> {
     /// Quantizes the piece; errors name elements and blocks by their index in the whole tensor.
     fn run(self, scheme: Scheme, group: usize) -> Result<(), KernelError> {
-        let result = if scheme.block_size().is_some() {
+        let result = if scheme.is_k_quant() {
+            kquant::quantize(self.x, scheme, self.codes, self.scales, self.mins)
+        } else if scheme.block_size().is_some() {
             ggml::quantize(self.x, scheme, self.codes, self.scales)
         } else {
             linear::quantize(self.x, scheme, group, self.codes, self.scales, self.mins)
@@ -439,6 +443,7 @@ pub fn dequantize_into(q: &QuantizedRef<'_>, out: &mut Vec<f32>) -> Result<(), K
     out.resize(start + q.numel, 0.0);
     let dst = &mut out[start..];
     match q.scheme {
+        s if s.is_k_quant() => kquant::dequantize(q, dst)?,
         Scheme::Q8_0 | Scheme::Q4_0 => ggml::dequantize(q, dst),
         _ => linear::dequantize(q, dst),
     }

@@ -22,11 +22,21 @@ pub enum Scheme {
     Q8_0,
     /// GGUF/ggml `Q4_0`: blocks of 32, f16 scale, ggml's nibble order.
     Q4_0,
+    /// GGUF/ggml `Q2_K`: super-blocks of 256, 2-bit codes, 4-bit sub-block scales and mins.
+    Q2K,
+    /// GGUF/ggml `Q3_K`: super-blocks of 256, 3-bit codes, 6-bit sub-block scales.
+    Q3K,
+    /// GGUF/ggml `Q4_K`: super-blocks of 256, 4-bit codes, 6-bit sub-block scales and mins.
+    Q4K,
+    /// GGUF/ggml `Q5_K`: super-blocks of 256, 5-bit codes, 6-bit sub-block scales and mins.
+    Q5K,
+    /// GGUF/ggml `Q6_K`: super-blocks of 256, 6-bit codes, 8-bit sub-block scales.
+    Q6K,
 }
 
 impl Scheme {
     /// Every scheme, in the order error messages list them.
-    pub const ALL: [Scheme; 8] = [
+    pub const ALL: [Scheme; 13] = [
         Scheme::Int8,
         Scheme::Int8Asym,
         Scheme::Int4,
@@ -35,6 +45,11 @@ impl Scheme {
         Scheme::Int2Asym,
         Scheme::Q8_0,
         Scheme::Q4_0,
+        Scheme::Q2K,
+        Scheme::Q3K,
+        Scheme::Q4K,
+        Scheme::Q5K,
+        Scheme::Q6K,
     ];
 
     /// The scheme's SQL name (`int8`, `q4_0`, …).
@@ -48,6 +63,11 @@ impl Scheme {
             Scheme::Int2Asym => "int2_asym",
             Scheme::Q8_0 => "q8_0",
             Scheme::Q4_0 => "q4_0",
+            Scheme::Q2K => "q2_k",
+            Scheme::Q3K => "q3_k",
+            Scheme::Q4K => "q4_k",
+            Scheme::Q5K => "q5_k",
+            Scheme::Q6K => "q6_k",
         }
     }
 
@@ -65,30 +85,59 @@ impl Scheme {
     pub fn bits(self) -> u8 {
         match self {
             Scheme::Int8 | Scheme::Int8Asym | Scheme::Q8_0 => 8,
-            Scheme::Int4 | Scheme::Int4Asym | Scheme::Q4_0 => 4,
-            Scheme::Int2 | Scheme::Int2Asym => 2,
+            Scheme::Q6K => 6,
+            Scheme::Q5K => 5,
+            Scheme::Int4 | Scheme::Int4Asym | Scheme::Q4_0 | Scheme::Q4K => 4,
+            Scheme::Q3K => 3,
+            Scheme::Int2 | Scheme::Int2Asym | Scheme::Q2K => 2,
         }
     }
 
-    /// Whether the scheme stores a per-group minimum.
+    /// Whether the scheme stores a per-group minimum (`q.mins`): the `_asym` schemes, and the
+    /// K-quants with a super-block `dmin` (q2_k, q4_k, q5_k).
     pub fn is_asymmetric(self) -> bool {
-        matches!(self, Scheme::Int8Asym | Scheme::Int4Asym | Scheme::Int2Asym)
+        matches!(
+            self,
+            Scheme::Int8Asym
+                | Scheme::Int4Asym
+                | Scheme::Int2Asym
+                | Scheme::Q2K
+                | Scheme::Q4K
+                | Scheme::Q5K
+        )
     }
 
     /// The fixed block size of the ggml schemes; `None` for the others.
     pub fn block_size(self) -> Option<usize> {
         match self {
             Scheme::Q8_0 | Scheme::Q4_0 => Some(32),
+            Scheme::Q2K | Scheme::Q3K | Scheme::Q4K | Scheme::Q5K | Scheme::Q6K => Some(256),
             _ => None,
         }
     }
 
-    /// Bytes of packed codes for `numel` elements.
+    /// Whether the scheme is one of ggml's K-quants, whose codes are ggml's super-block bytes.
+    pub fn is_k_quant(self) -> bool {
+        matches!(
+            self,
+            Scheme::Q2K | Scheme::Q3K | Scheme::Q4K | Scheme::Q5K | Scheme::Q6K
+        )
+    }
+
+    /// Bytes of packed codes for `numel` elements (for the K-quants, whole super-blocks of ggml
+    /// bytes: `numel` must be a multiple of 256).
     pub fn code_bytes(self, numel: usize) -> usize {
-        match self.bits() {
-            8 => numel,
-            4 => numel.div_ceil(2),
-            _ => numel.div_ceil(4),
+        match self {
+            Scheme::Q2K => numel / 256 * 84,
+            Scheme::Q3K => numel / 256 * 110,
+            Scheme::Q4K => numel / 256 * 144,
+            Scheme::Q5K => numel / 256 * 176,
+            Scheme::Q6K => numel / 256 * 210,
+            _ => match self.bits() {
+                8 => numel,
+                4 => numel.div_ceil(2),
+                _ => numel.div_ceil(4),
+            },
         }
     }
 }
@@ -136,13 +185,14 @@ mod tests {
             "int3".parse::<Scheme>().map_err(|e| e.to_string()),
             Err(
                 "expected one of int8, int8_asym, int4, int4_asym, int2, int2_asym, q8_0, q4_0, \
-                 got 'int3'"
+                 q2_k, q3_k, q4_k, q5_k, q6_k, got 'int3'"
                     .to_string()
             )
         );
         assert_eq!(
             Scheme::names(),
-            "int8, int8_asym, int4, int4_asym, int2, int2_asym, q8_0, q4_0"
+            "int8, int8_asym, int4, int4_asym, int2, int2_asym, q8_0, q4_0, q2_k, q3_k, q4_k, \
+             q5_k, q6_k"
         );
     }
 

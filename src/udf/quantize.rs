@@ -139,11 +139,11 @@ impl ScalarUDFImpl for Quantize {
             )
             .with_argument(
                 "scheme",
-                "int8 (default), int8_asym, int4, int4_asym, int2, int2_asym, q8_0, q4_0; may differ per row",
+                "int8 (default), int8_asym, int4, int4_asym, int2, int2_asym, q8_0, q4_0, q2_k, q3_k, q4_k, q5_k, q6_k; may differ per row",
             )
             .with_argument(
                 "group_size",
-                "elements per scale: 128 by default, 0 for one group per tensor; q8_0/q4_0 use 32",
+                "elements per scale: 128 by default, 0 for one group per tensor; q8_0/q4_0 use 32, the K-quants 256",
             )
             .with_sql_example("SELECT layer_name, quantize(weights, 'int4', 128) AS q FROM layers")
             .build()
