@@ -9,7 +9,7 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 seconds=${1:-600}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(kernels dequantize safetensors)
+[ ${#targets[@]} -gt 0 ] || targets=(kernels dequantize safetensors gguf)
 export RUSTC_BOOTSTRAP=1
 for t in "${targets[@]}"; do
   echo "== fuzzing $t for ${seconds}s"

@@ -17,6 +17,6 @@ export PATH="$VIRTUAL_ENV/bin:$PATH"
 python -m pip install -q --disable-pip-version-check \
   "maturin>=1.9.4,<2" "pyarrow>=26,<27" "datafusion==55.0.0" \
   "pytest>=8" "numpy>=1.26" "gguf==0.19.0" "polars>=1.0" "duckdb>=1.1" "arro3-core>=0.4" "nanoarrow>=0.6" \
-  "libggml-python==0.20.2.post1"
+  "libggml-python==0.20.2.post1" "xllamacpp==2026.10.11549"
 # One build profile for everything: maturin builds with `--release` like `cargo test --release`.
 maturin develop --release --quiet

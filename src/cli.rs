@@ -79,7 +79,7 @@ struct ConvertArgs {
     /// The Parquet file to write.
     output: PathBuf,
     /// The scheme: int8, int8_asym, int4, int4_asym, int2, int2_asym, q8_0, q4_0.
-    #[arg(long, value_parser = parse_scheme, required_unless_present = "min_cosine")]
+    #[arg(long, value_parser = parse_scheme, required_unless_present_any = ["min_cosine", "preset", "types"])]
     scheme: Option<Scheme>,
     /// Elements per scale (0: one scale per tensor). Default 128.
     #[arg(long, conflicts_with = "per_channel", allow_negative_numbers = true, value_parser = parse_group_size)]
@@ -94,6 +94,17 @@ struct ConvertArgs {
     /// (instead of one --scheme for all), e.g. 0.995.
     #[arg(long)]
     min_cosine: Option<f64>,
+    /// GGUF in and out: llama-quantize's preset (Q8_0, Q4_0, Q4_K_S, Q4_K_M, Q5_K_M, Q6_K),
+    /// its per-tensor rules run as the SQL of sql/llama_presets.sql.
+    #[arg(long, conflicts_with = "types")]
+    preset: Option<String>,
+    /// GGUF in and out: a SQL file whose query over `tensors(layer_name, shape)` and
+    /// `params(n_layers, n_head, n_head_kv, n_expert, arch)` returns `layer_name, type`.
+    #[arg(long)]
+    types: Option<PathBuf>,
+    /// GGUF: quantize tensors that are already quantized (dequantized first).
+    #[arg(long)]
+    allow_requantize: bool,
     /// Replace OUTPUT if it exists.
     #[arg(long)]
     overwrite: bool,
@@ -193,6 +204,51 @@ fn convert(args: &ConvertArgs) -> Result<Report> {
     Ok(report)
 }
 
+fn is_gguf(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+}
+
+/// `convert IN.gguf OUT.gguf --preset P | --types FILE.sql`.
+fn convert_gguf(args: &ConvertArgs) -> Result<()> {
+    if !(is_gguf(&args.input) && is_gguf(&args.output)) {
+        return Err(Error::Config(format!(
+            "GGUF converts to GGUF: {} -> {} (name both *.gguf)",
+            args.input.display(),
+            args.output.display()
+        )));
+    }
+    let rules = match (&args.preset, &args.types) {
+        (Some(p), _) => job::TypeRules::Preset(p.clone()),
+        (None, Some(f)) => job::TypeRules::Sql(std::fs::read_to_string(f).map_err(Error::io(f))?),
+        (None, None) => {
+            return Err(Error::Config(
+                "GGUF: give --preset (Q8_0, Q4_0, Q4_K_S, Q4_K_M, Q5_K_M, Q6_K) or --types FILE.sql"
+                    .into(),
+            ));
+        }
+    };
+    let opts = job::GgufOptions {
+        rules,
+        allow_requantize: args.allow_requantize,
+        overwrite: args.overwrite,
+        threads: 0,
+    };
+    let bar = Bar::new(0, "convert");
+    let report = runtime()?.block_on(job::convert_gguf(&args.input, &args.output, &opts, &bar))?;
+    drop(bar);
+    for (name, from, to) in &report.tensors {
+        say(&format!("{name:<40} {from:>6} -> {to}\n"));
+    }
+    say(&format!(
+        "wrote {} tensors to {} (general.file_type {})\n",
+        report.tensors.len(),
+        args.output.display(),
+        report.file_type
+    ));
+    Ok(())
+}
+
 fn demo(dir: &Path, scale: f64, scheme: Scheme) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
     let model = dir.join("model.safetensors");
@@ -239,6 +295,9 @@ fn demo(dir: &Path, scale: f64, scheme: Scheme) -> Result<()> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Convert(args) if is_gguf(&args.input) || is_gguf(&args.output) => {
+            convert_gguf(&args)?
+        }
         Command::Convert(args) => {
             let report = convert(&args)?;
             say(&report.to_text()?);

@@ -28,7 +28,12 @@ pub fn temp_beside(target: &Path) -> Result<NamedTempFile> {
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
-    tempfile::Builder::new()
+    let mut builder = tempfile::Builder::new();
+    // The final file gets the permissions of one made by `File::create` (0666 less the umask
+    // on Unix), not tempfile's private 0600.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+    builder
         .prefix(&format!(".{name}.arrowquant-"))
         .suffix(".tmp")
         .tempfile_in(&dir)

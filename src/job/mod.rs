@@ -1,11 +1,13 @@
-//! The jobs (DESIGN.md §5), one file each: [`convert()`], [`dequantize()`], [`import`], the SQL
-//! runner [`sql`], [`demo`], and the report and summary. A job builds a DataFusion plan from
+//! The jobs (DESIGN.md §5), one file each: [`convert()`], [`dequantize()`], [`import`],
+//! [`convert_gguf`] (llama-quantize's job), the SQL runner [`sql`], [`demo`], and the report and
+//! summary. A job builds a DataFusion plan from
 //! [`crate::udf::expr_fn`] expressions over its input ([`crate::io`]), runs it partition by
 //! partition, and writes the batches into an output that appears atomically.
 
 mod convert;
 mod demo;
 mod dequantize;
+mod gguf;
 mod import;
 mod layer_names;
 mod report;
@@ -23,6 +25,7 @@ use futures::StreamExt;
 pub use convert::{ConvertOptions, convert};
 pub use demo::{demo_model_shapes, write_demo_model};
 pub use dequantize::dequantize;
+pub use gguf::{GgufOptions, GgufReport, PRESETS, PRESETS_SQL, TypeRules, convert_gguf};
 pub use import::{ImportReport, import_safetensors};
 pub use layer_names::{NameLayersExec, name_layers};
 pub use report::{Report, ReportBuilder, TOTALS};

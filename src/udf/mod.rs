@@ -8,6 +8,7 @@ mod gguf_blocks;
 mod quantization_error;
 mod quantize;
 mod quantize_to_target;
+mod read_gguf;
 mod read_safetensors;
 mod weight_entropy;
 
@@ -26,6 +27,7 @@ pub use gguf_blocks::GgufBlocks;
 pub use quantization_error::QuantizationError;
 pub use quantize::Quantize;
 pub use quantize_to_target::QuantizeToTarget;
+pub use read_gguf::ReadGguf;
 pub use read_safetensors::ReadSafetensors;
 pub use weight_entropy::WeightEntropy;
 
@@ -51,12 +53,13 @@ pub fn functions() -> Vec<Arc<ScalarUDF>> {
 }
 
 /// Registers every arrowquant SQL function into `ctx`: the scalar functions of [`functions`]
-/// and the table function `read_safetensors('path')`.
+/// and the table functions `read_safetensors('path')` and `read_gguf('path')`.
 pub fn register_all(ctx: &SessionContext) {
     for f in functions() {
         ctx.register_udf(f.as_ref().clone());
     }
     ctx.register_udtf(read_safetensors::NAME, Arc::new(ReadSafetensors));
+    ctx.register_udtf(read_gguf::NAME, Arc::new(ReadGguf));
 }
 
 /// One Rust function per SQL function, each returning the [`Expr`] of a call, as
