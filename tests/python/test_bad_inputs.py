@@ -58,6 +58,10 @@ CASES: dict[str, tuple[str, str, object, dict]] = {
         "py": ("QuantizationError", "q8_0 needs a length that is a multiple of 32, got 3 elements"),
         "dfpy": ("Exception", "q8_0 needs a length that is a multiple of 32"),
         "sql": (1, "multiple of 32"), "cli": (1, "multiple of 32")}),
+    "K-quant of 100 elements": (t("[[1.0] * 100]"), "q4_k", 256, {
+        "py": ("QuantizationError", "q4_k needs a length that is a multiple of 256, got 100 elements"),
+        "dfpy": ("Exception", "q4_k needs a length that is a multiple of 256"),
+        "sql": (1, "multiple of 256"), "cli": (1, "multiple of 256")}),
     "subnormals": (t("[[1e-45, -2e-45, 0.0, 5e-39]]"), "int8", 128, {
         "py": "ok", "dfpy": "ok", "sql": "ok", "cli": "ok"}),
     "f32::MAX": (t("[[3.4028235e38, -3.4028235e38, 0.0]]"), "int4_asym", 128, {
