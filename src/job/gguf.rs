@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::io::gguf::{GgufModel, GgufWriter, Value, type_name};
 use crate::io::output::{commit, temp_beside};
 use crate::kernels::{
-    QuantizedBuffers, QuantizedRef, Scheme, gguf_blocks_into, quantize_into_parallel,
+    QuantizedBuffers, QuantizedRef, Scheme, gguf_blocks_into, q5_blocks, quantize_into_parallel,
 };
 
 /// llama.cpp's per-tensor type rules for its presets, as SQL over `tensors(layer_name, shape)`
@@ -78,22 +78,22 @@ enum Target {
     F16,
     /// Quantized.
     Quantize(Scheme),
+    /// ggml's Q5_0 (false) or Q5_1 (true): GGUF-only, llama.cpp's fallback for rows that are
+    /// not a multiple of 256.
+    Q5(bool),
 }
 
 fn target(name: &str, t: &str) -> Result<Target> {
     match t.to_ascii_lowercase().as_str() {
         "f32" | "keep" => Ok(Target::Keep),
         "f16" => Ok(Target::F16),
-        "q5_0" | "q5_1" => Err(Error::Config(format!(
-            "tensor '{name}': the rules ask for {t} (llama.cpp's fallback when a row is not a \
-             multiple of 256), which arrowquant does not write yet; choose q8_0, q4_0 or f16 for \
-             it in --types"
-        ))),
+        "q5_0" => Ok(Target::Q5(false)),
+        "q5_1" => Ok(Target::Q5(true)),
         other => match other.parse::<Scheme>() {
             Ok(s) if s.block_size().is_some() => Ok(Target::Quantize(s)),
             _ => Err(Error::Config(format!(
                 "tensor '{name}': type '{t}' is not one GGUF can store; expected f32 (keep), f16, \
-                 q8_0, q4_0, q2_k, q3_k, q4_k, q5_k or q6_k"
+                 q8_0, q4_0, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k or q6_k"
             ))),
         },
     }
@@ -104,6 +104,8 @@ fn ggml_type(t: Target, input: u32) -> u32 {
     match t {
         Target::Keep => input,
         Target::F16 => 1,
+        Target::Q5(false) => 6,
+        Target::Q5(true) => 7,
         Target::Quantize(s) => match s {
             Scheme::Q8_0 => 8,
             Scheme::Q4_0 => 2,
@@ -362,6 +364,13 @@ pub async fn convert_gguf(
                         .iter()
                         .flat_map(|v| half::f16::from_f32(*v).to_le_bytes()),
                 );
+                writer.write_data(&bytes).map_err(gguf_err)?;
+            }
+            Target::Q5(with_min) => {
+                model.tensor_f32(i, &mut weights)?;
+                bytes.clear();
+                q5_blocks(&weights, with_min, &mut bytes)
+                    .map_err(|e| Error::Data(format!("tensor '{}': {e}", info.name)))?;
                 writer.write_data(&bytes).map_err(gguf_err)?;
             }
             Target::Quantize(scheme) => {

@@ -192,6 +192,80 @@ pub fn gguf_blocks_into(q: &QuantizedRef<'_>, out: &mut Vec<u8>) -> Result<(), K
     Ok(())
 }
 
+/// ggml's `Q5_0` (`with_min` false) or `Q5_1` blocks of `x` (a whole number of blocks of 32),
+/// byte-identical to `quantize_row_q5_0_ref`/`quantize_row_q5_1_ref`: per block the f16 `d`
+/// (and f16 `m`), the 32 fifth bits, then 16 bytes of low nibbles (element j low, j + 16 high).
+/// These are GGUF-only types: llama.cpp's fallback for K-quant rows that are not a multiple of 256.
+pub fn q5_blocks(x: &[f32], with_min: bool, out: &mut Vec<u8>) -> Result<(), KernelError> {
+    let name = if with_min { "q5_1" } else { "q5_0" };
+    let half = |block: usize, v: f32| -> Result<[u8; 2], KernelError> {
+        let h = f16::from_f32(v);
+        if h.is_infinite() {
+            return Err(KernelError::Inconsistent(format!(
+                "{name} block {block} has scale {v}, which overflows f16 (max 65504)"
+            )));
+        }
+        Ok(h.to_le_bytes())
+    };
+    if !x.len().is_multiple_of(BLOCK) {
+        return Err(KernelError::Inconsistent(format!(
+            "{name} needs a length that is a multiple of {BLOCK}, got {} elements",
+            x.len()
+        )));
+    }
+    min_max(x, 0)?;
+    out.reserve(x.len() / BLOCK * if with_min { 24 } else { 22 });
+    for (b, blk) in x.chunks_exact(BLOCK).enumerate() {
+        let (d, m) = if with_min {
+            let (mut lo, mut hi) = (f32::MAX, -f32::MAX);
+            for &v in blk {
+                if v < lo {
+                    lo = v;
+                }
+                if v > hi {
+                    hi = v;
+                }
+            }
+            ((hi - lo) / 31.0, lo)
+        } else {
+            let (mut amax, mut max) = (0f32, 0f32);
+            for &v in blk {
+                if amax < v.abs() {
+                    amax = v.abs();
+                    max = v;
+                }
+            }
+            (max / -16.0, 0.0)
+        };
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.extend_from_slice(&half(b, d)?);
+        if with_min {
+            out.extend_from_slice(&half(b, m)?);
+        }
+        // C's (int8_t)/(uint8_t) of a value known to lie in [0, 32.5]: a truncation.
+        let code = |v: f32| -> u8 {
+            let t = if with_min {
+                ((v - m) * id + 0.5) as i32
+            } else {
+                (v * id + 16.5) as i32
+            };
+            t.clamp(0, 31) as u8
+        };
+        let (first, second) = blk.split_at(BLOCK / 2);
+        let mut qh = 0u32;
+        let mut qs = [0u8; BLOCK / 2];
+        for (j, ((q, &x0), &x1)) in qs.iter_mut().zip(first).zip(second).enumerate() {
+            let (c0, c1) = (code(x0), code(x1));
+            *q = (c0 & 0x0f) | ((c1 & 0x0f) << 4);
+            qh |= u32::from((c0 & 0x10) >> 4) << j;
+            qh |= u32::from((c1 & 0x10) >> 4) << (j + BLOCK / 2);
+        }
+        out.extend_from_slice(&qh.to_le_bytes());
+        out.extend_from_slice(&qs);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -54,7 +54,7 @@ mod metrics;
 mod scan;
 mod scheme;
 
-pub use ggml::gguf_blocks_into;
+pub use ggml::{gguf_blocks_into, q5_blocks};
 pub use metrics::{ErrorMetrics, ErrorSums, error_metrics, error_sums};
 pub use scheme::{Scheme, UnknownScheme};
 

@@ -168,10 +168,37 @@ def test_bad_gguf_inputs(tiny, q4_k_m, tmp_path):
     bad.write_bytes(bytes(data))
     proc = run("convert", str(bad), str(tmp_path / "b.gguf"), "--preset", "Q4_K_M", check=False)
     assert proc.returncode == 1 and "unknown ggml type 99" in proc.stderr, proc.stderr
-    # a row that is not a multiple of 256: llama.cpp's preset falls back to q5_0, which is refused
-    odd = tmp_path / "tiny320.gguf"
-    write_tiny_llama(odd, n_embd=320, n_head=4, n_ff=640)
-    proc = run("convert", str(odd), str(tmp_path / "o320.gguf"), "--preset", "Q4_K_M", check=False)
-    assert proc.returncode == 2 and "q5_0" in proc.stderr, proc.stderr
-    # but the rows of 320 go as q8_0 with Q8_0
-    run("convert", str(odd), str(tmp_path / "o320.gguf"), "--preset", "Q8_0")
+    # a type the rules name that GGUF cannot store
+    rules = tmp_path / "bad.sql"
+    rules.write_text("SELECT layer_name, 'int4' AS type FROM tensors")
+    proc = run("convert", str(tiny), str(out), "--types", str(rules), "--overwrite", check=False)
+    assert proc.returncode == 2 and "type 'int4' is not one GGUF can store" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("preset,fallback", [("Q4_K_M", "Q5_0"), ("Q5_K_M", "Q5_1")])
+def test_rows_not_a_multiple_of_256_fall_back_as_llama_cpp_does(tmp_path, preset, fallback):
+    """n_embd 320 with GQA and tied embeddings: the K presets fall back to q5_0/q5_1 (and q8_0 for
+    the q6_k tensors), byte for byte ggml's quantizers, and llama.cpp runs the result."""
+    import libggml
+    from gguf import GGUFReader
+
+    odd, out = tmp_path / "tiny320.gguf", tmp_path / "o320.gguf"
+    write_tiny_llama(odd, n_embd=320, n_head=4, n_head_kv=2, n_ff=640, tied=True)
+    run("convert", str(odd), str(out), "--preset", preset)
+    lib = ctypes.CDLL(os.path.join(os.path.dirname(libggml.__file__), "lib64", "libggml-base.so"))
+    lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                        ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+    source = {t.name: t for t in GGUFReader(odd).tensors}
+    types = {}
+    for t in GGUFReader(out).tensors:
+        types[t.tensor_type.name] = types.get(t.tensor_type.name, 0) + 1
+        if t.tensor_type.name == "F32":
+            continue
+        rows = np.ascontiguousarray(source[t.name].data, np.float32).reshape(-1, source[t.name].data.shape[-1])
+        want = np.zeros(t.n_bytes, np.uint8)
+        ggml_type = {"Q5_0": 6, "Q5_1": 7, **GGML}[t.tensor_type.name]
+        lib.ggml_quantize_chunk(ggml_type, rows.ctypes.data, want.ctypes.data, 0, rows.shape[0], rows.shape[1], None)
+        assert t.data.tobytes() == want.tobytes(), t.name
+    assert types.get(fallback, 0) > 0 and types.get("Q8_0", 0) > 0, types
+    _, tokens = generate(out, 4)
+    assert tokens == 4
