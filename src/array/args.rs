@@ -6,7 +6,7 @@ use datafusion::arrow::datatypes::{ArrowPrimitiveType, DataType, Float64Type, In
 use datafusion::common::{DataFusionError, Result, exec_err};
 use datafusion::logical_expr::ColumnarValue;
 
-use crate::kernels::Scheme;
+use crate::kernels::{KernelError, Scheme};
 use crate::options::{self, Group};
 
 /// What went wrong on one row, before the caller says which function or layer it was.
@@ -16,6 +16,8 @@ pub struct RowError {
     pub row: usize,
     /// What went wrong.
     pub message: String,
+    /// A broken invariant (a bug), not the row's data.
+    pub internal: bool,
 }
 
 impl RowError {
@@ -24,12 +26,28 @@ impl RowError {
         Self {
             row,
             message: message.to_string(),
+            internal: false,
         }
     }
 
-    /// The execution error that function `name` reports for it: `name: row N: message`.
+    /// A kernel's error on row `row`; [`KernelError::Internal`] stays internal.
+    pub fn kernel(row: usize, e: KernelError) -> Self {
+        let internal = matches!(e, KernelError::Internal(_));
+        Self {
+            internal,
+            ..Self::new(row, e)
+        }
+    }
+
+    /// The error that function `name` reports for it, `name: row N: message`: an execution
+    /// error, or DataFusion's internal error for a broken invariant.
     pub fn into_exec(self, name: &str) -> DataFusionError {
-        DataFusionError::Execution(format!("{name}: row {}: {}", self.row, self.message))
+        let message = format!("{name}: row {}: {}", self.row, self.message);
+        if self.internal {
+            DataFusionError::Internal(message)
+        } else {
+            DataFusionError::Execution(message)
+        }
     }
 }
 

@@ -47,7 +47,7 @@ pub fn quantize_rows(
             continue;
         };
         quantize_into_parallel(x, scheme, group, out.buffers(), threads)
-            .map_err(|e| RowError::new(i, e))?;
+            .map_err(|e| RowError::kernel(i, e))?;
         out.finish_row(scheme, stored_group_size(scheme, group), x.len())
             .map_err(|e| RowError::new(i, e))?;
     }
@@ -69,7 +69,7 @@ pub fn quantize_rows_to_target(
         };
         options::check_min_cosine(t).map_err(|e| RowError::new(i, e))?;
         let scheme =
-            quantize_to_target(x, t, group, out.buffers()).map_err(|e| RowError::new(i, e))?;
+            quantize_to_target(x, t, group, out.buffers()).map_err(|e| RowError::kernel(i, e))?;
         out.finish_row(scheme, stored_group_size(scheme, group), x.len())
             .map_err(|e| RowError::new(i, e))?;
     }
@@ -92,7 +92,7 @@ pub fn dequantize_rows(rows: &QRows) -> Result<ArrayRef, RowError> {
     for i in 0..rows.len() {
         let row = rows.row(i).map_err(|e| RowError::new(i, e))?;
         if let Some(r) = row {
-            dequantize_into(&r, &mut values).map_err(|e| RowError::new(i, e))?;
+            dequantize_into(&r, &mut values).map_err(|e| RowError::kernel(i, e))?;
         }
         valid.push(row.is_some());
         let end = i32::try_from(values.len()).map_err(|_| {

@@ -47,7 +47,7 @@ pub fn quantize(
 ) -> Result<(), KernelError> {
     check_len(scheme, x.len())?;
     if codes.len() != scheme.code_bytes(x.len()) || scales.len() != x.len() / BLOCK {
-        return Err(KernelError::Inconsistent(format!(
+        return Err(KernelError::Internal(format!(
             "{scheme} output buffers sized wrong for {} elements",
             x.len()
         )));

@@ -24,7 +24,7 @@ pub(crate) fn kind(scheme: Scheme) -> Option<KQuant> {
 
 fn write<T: Copy>(dst: &mut [MaybeUninit<T>], src: &[T]) -> Result<(), KernelError> {
     if dst.len() != src.len() {
-        return Err(KernelError::Inconsistent(format!(
+        return Err(KernelError::Internal(format!(
             "output sized for {} values, got {}",
             dst.len(),
             src.len()
@@ -60,8 +60,9 @@ pub fn quantize(
     }
     min_max(x, 0)?;
     let mut blocks = Vec::with_capacity(scheme.code_bytes(x.len()));
-    kquants::quantize_k(k, x, &mut blocks).map_err(KernelError::Inconsistent)?;
-    let (d, dmin) = kquants::block_scales(k, &blocks).map_err(KernelError::Inconsistent)?;
+    // The length was checked above: an error here is a broken invariant.
+    kquants::quantize_k(k, x, &mut blocks).map_err(KernelError::Internal)?;
+    let (d, dmin) = kquants::block_scales(k, &blocks).map_err(KernelError::Internal)?;
     if let Some((block, &scale)) = d
         .iter()
         .chain(&dmin)
@@ -98,7 +99,7 @@ pub fn quantize(
 /// Reconstructs a K-quant tensor (ggml's `dequantize_row_q*_K`) into `dst` (`q.numel` values).
 pub fn dequantize(q: &QuantizedRef<'_>, dst: &mut [f32]) -> Result<(), KernelError> {
     let Some(k) = kind(q.scheme) else {
-        return Err(KernelError::Inconsistent(format!(
+        return Err(KernelError::Internal(format!(
             "{} is not a K-quant",
             q.scheme
         )));
@@ -106,7 +107,7 @@ pub fn dequantize(q: &QuantizedRef<'_>, dst: &mut [f32]) -> Result<(), KernelErr
     let mut out = Vec::with_capacity(q.numel);
     kquants::dequantize_k(k, q.codes, q.numel, &mut out).map_err(KernelError::Inconsistent)?;
     if out.len() != dst.len() {
-        return Err(KernelError::Inconsistent(format!(
+        return Err(KernelError::Internal(format!(
             "{} blocks hold {} values, numel is {}",
             q.scheme,
             out.len(),

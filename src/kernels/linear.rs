@@ -165,7 +165,7 @@ fn quantize_portable(
         || scales.len() != groups
         || mins.len() != if asym { groups } else { 0 }
     {
-        return Err(KernelError::Inconsistent(format!(
+        return Err(KernelError::Internal(format!(
             "{scheme} output buffers sized wrong for {} elements in groups of {group}",
             x.len()
         )));

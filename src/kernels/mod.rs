@@ -92,6 +92,10 @@ pub enum KernelError {
     /// A quantized value whose parts do not agree (given to dequantize).
     #[error("inconsistent quantized value: {0}")]
     Inconsistent(String),
+    /// A broken invariant inside arrowquant (wrongly sized buffers, a panicked thread): a bug,
+    /// never the data's fault.
+    #[error("internal error (a bug in arrowquant, please report it): {0}")]
+    Internal(String),
 }
 
 /// Growable output of [`quantize_into`]: the codes, scales and mins of every tensor so far.
@@ -340,7 +344,7 @@ pub fn quantize_into_parallel(
             let mut result = first.map_or(Ok(()), |p| p.run(scheme, group));
             for h in handles {
                 let r = h.join().unwrap_or_else(|_| {
-                    Err(KernelError::Inconsistent(
+                    Err(KernelError::Internal(
                         "a quantization thread panicked".into(),
                     ))
                 });
