@@ -124,6 +124,30 @@ pub(crate) fn guard<T>(name: &str, body: impl FnOnce() -> Result<T>) -> Result<T
     })
 }
 
+/// The one argument of a table function that reads a file: a string literal path.
+pub(crate) fn literal_path(
+    name: &str,
+    what: &str,
+    args: &datafusion::catalog::TableFunctionArgs,
+) -> Result<String> {
+    use datafusion::common::ScalarValue;
+    use datafusion::logical_expr::Expr;
+    match args.exprs() {
+        [
+            Expr::Literal(
+                ScalarValue::Utf8(Some(p))
+                | ScalarValue::LargeUtf8(Some(p))
+                | ScalarValue::Utf8View(Some(p)),
+                _,
+            ),
+        ] => Ok(p.clone()),
+        other => plan_err!(
+            "'{name}' takes 1 argument, a string literal path ({what}), got {} arguments",
+            other.len()
+        ),
+    }
+}
+
 /// An execution error for row `row` of function `name`.
 pub(crate) fn row_err(
     name: &str,
