@@ -4,7 +4,8 @@ Prints one table: GB/s of float32 input and the ratio to a baseline of the same 
   kernels (one 64 MB table, --quick; 256 MB in the full run):
     - speed of light: numpy astype(int8) (1 thread) and the same loop in Rust (1 and all threads)
     - arrowquant quantize_arrow per scheme, 1 thread and all threads
-    - the obvious vectorized numpy code for each scheme, gguf.quants for q8_0/q4_0
+    - the obvious vectorized numpy code for each scheme, gguf.quants for q8_0/q4_0, and ggml's
+      own ggml_quantize_chunk (libggml-python) for the K-quants
   end to end, Parquet -> Parquet:
     - pyarrow read_table + write_table with no quantization (the I/O floor)
     - arrowquant convert; the SQL `COPY (SELECT ... quantize ...) TO` path
@@ -99,11 +100,23 @@ def kernel_rows(table: pa.Table, repeat: int) -> list[tuple[str, str, float, str
         from gguf.quants import quantize as gguf_quantize
     except ImportError:
         gguf_quantize = None
+    ggml = ggml_library()
     for scheme in aq.SCHEMES:
-        g = 32 if scheme.startswith("q") else 128
+        k_quant = scheme.endswith("_k")
+        g = 256 if k_quant else 32 if scheme.startswith("q") else 128
         one = best(lambda: aq.quantize_arrow(table, scheme, g, threads=1), repeat)
         many = best(lambda: aq.quantize_arrow(table, scheme, g, threads=0), repeat)
-        if scheme.startswith("q"):
+        if k_quant:
+            if ggml is None:
+                continue
+            ggml_type, size = {"q2_k": (10, 84), "q3_k": (11, 110), "q4_k": (12, 144), "q5_k": (13, 176),
+                               "q6_k": (14, 210)}[scheme]
+            xs = np.ascontiguousarray(x[: len(x) // 8])  # ggml's reference is slow: an eighth
+            out = np.zeros(xs.size // 256 * size, np.uint8)
+            ref = best(lambda: ggml.ggml_quantize_chunk(ggml_type, xs.ctypes.data, out.ctypes.data, 0,
+                                                        xs.size // COLS, COLS, None), 1) * 8
+            ref_name = "ggml_quantize_chunk"
+        elif scheme.startswith("q"):
             if gguf_quantize is None:
                 continue
             qt = T.Q8_0 if scheme == "q8_0" else T.Q4_0
@@ -119,6 +132,20 @@ def kernel_rows(table: pa.Table, repeat: int) -> list[tuple[str, str, float, str
         rows.append((f"{scheme} g{g}", f"arrowquant, {threads} threads", nbytes / many,
                      f"{one / many:.2f} vs 1 thread"))
     return rows
+
+
+def ggml_library():
+    """ggml's prebuilt libggml-base.so from PyPI libggml-python, or None when not installed."""
+    try:
+        import ctypes
+
+        import libggml
+    except ImportError:
+        return None
+    lib = ctypes.CDLL(os.path.join(os.path.dirname(libggml.__file__), "lib64", "libggml-base.so"))
+    lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                        ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+    return lib
 
 
 def run(cmd: list[str]) -> None:
