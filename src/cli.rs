@@ -180,6 +180,11 @@ fn say(text: &str) {
 }
 
 fn convert(args: &ConvertArgs) -> Result<Report> {
+    if args.preset.is_some() || args.types.is_some() || args.allow_requantize {
+        return Err(Error::Config(
+            "--preset, --types and --allow-requantize are for GGUF files (IN.gguf OUT.gguf)".into(),
+        ));
+    }
     let group = if args.per_channel {
         Group::PerChannel
     } else {

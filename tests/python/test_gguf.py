@@ -168,6 +168,9 @@ def test_bad_gguf_inputs(tiny, q4_k_m, tmp_path):
     bad.write_bytes(bytes(data))
     proc = run("convert", str(bad), str(tmp_path / "b.gguf"), "--preset", "Q4_K_M", check=False)
     assert proc.returncode == 1 and "unknown ggml type 99" in proc.stderr, proc.stderr
+    # GGUF options on Parquet files are a usage error, not silently ignored
+    proc = run("convert", str(tiny), str(tmp_path / "o.parquet"), "--preset", "Q4_K_M", check=False)
+    assert proc.returncode == 2 and "GGUF converts to GGUF" in proc.stderr, proc.stderr
     # a type the rules name that GGUF cannot store
     rules = tmp_path / "bad.sql"
     rules.write_text("SELECT layer_name, 'int4' AS type FROM tensors")
