@@ -25,7 +25,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Quantize a Parquet weight table into a Parquet table with a `q` column.
+    /// Quantize a model: a Parquet weight table into a Parquet table with a `q` column, a
+    /// Hugging Face model directory into a compressed-tensors one (transformers, vLLM), or a
+    /// GGUF into a quantized GGUF (llama.cpp).
     Convert(ConvertArgs),
     /// Turn a quantized Parquet table back into float32 weights.
     Dequantize {
@@ -74,11 +76,24 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct ConvertArgs {
-    /// The Parquet weight table (a file or a directory of them).
+    /// The Parquet weight table (a file or a directory of them), a Hugging Face model directory
+    /// (config.json + *.safetensors), or a .gguf file.
     input: PathBuf,
-    /// The Parquet file to write.
+    /// The Parquet file, model directory or .gguf file to write.
     output: PathBuf,
-    /// The scheme: int8, int8_asym, int4, int4_asym, int2, int2_asym, q8_0, q4_0.
+    /// What to write: `parquet` (a q table; the default for Parquet input) or
+    /// `compressed-tensors` (the default for a model directory). GGUF follows from `.gguf`.
+    #[arg(long, value_parser = ["parquet", "compressed-tensors"])]
+    format: Option<String>,
+    /// compressed-tensors: quantize the 2-D weights whose name matches this glob although they
+    /// stay dense by default (embeddings, lm_head) (repeatable).
+    #[arg(long)]
+    include: Vec<String>,
+    /// compressed-tensors: the largest shard, e.g. 5GB (the default), 500MB.
+    #[arg(long, value_parser = parse_bytes)]
+    max_shard_size: Option<usize>,
+    /// The scheme: int8, int8_asym, int4, int4_asym, int2, int2_asym, int8_zp, int4_zp, int2_zp,
+    /// q8_0, q4_0, q2_k … q6_k.
     #[arg(long, value_parser = parse_scheme, required_unless_present_any = ["min_cosine", "preset", "types"])]
     scheme: Option<Scheme>,
     /// Elements per scale (0: one scale per tensor). Default 128.
@@ -87,7 +102,7 @@ struct ConvertArgs {
     /// One scale per output channel (groups of shape[-1]).
     #[arg(long)]
     per_channel: bool,
-    /// Keep layers whose name matches this glob as float32 (repeatable), e.g. '*norm*'.
+    /// Keep layers whose name matches this glob unquantized (repeatable), e.g. '*norm*'.
     #[arg(long)]
     exclude: Vec<String>,
     /// Per layer, the narrowest of int2/int4/int8 whose cosine similarity reaches this target
@@ -122,6 +137,28 @@ fn parse_group_size(s: &str) -> std::result::Result<Group, String> {
         .parse()
         .map_err(|_| format!("expected an integer, got '{s}'"))?;
     options::parse_group_size(n).map_err(|e| e.message)
+}
+
+fn parse_bytes(s: &str) -> std::result::Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("expected a size like 5GB or 500MB, got '{s}'"))?;
+    let mult: usize = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "KIB" => 1 << 10,
+        "MIB" => 1 << 20,
+        "GIB" => 1 << 30,
+        _ => return Err(format!("expected a size like 5GB or 500MB, got '{s}'")),
+    };
+    n.checked_mul(mult)
+        .filter(|&b| b > 0)
+        .ok_or_else(|| format!("expected a positive size, got '{s}'"))
 }
 
 fn parse_table(s: &str) -> std::result::Result<(String, PathBuf), String> {
@@ -179,17 +216,74 @@ fn say(text: &str) {
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }
 
-fn convert(args: &ConvertArgs) -> Result<Report> {
+/// Whether `convert` writes compressed-tensors: asked with `--format`, or a model directory in.
+fn is_compressed_tensors(args: &ConvertArgs) -> bool {
+    match args.format.as_deref() {
+        Some(f) => f == "compressed-tensors",
+        None => args.input.join("config.json").is_file(),
+    }
+}
+
+fn group_of(args: &ConvertArgs) -> Group {
+    if args.per_channel {
+        Group::PerChannel
+    } else {
+        args.group_size.unwrap_or(Group::Size(DEFAULT_GROUP_SIZE))
+    }
+}
+
+/// `convert MODEL_DIR OUT_DIR [--format compressed-tensors]`.
+fn convert_compressed_tensors(args: &ConvertArgs) -> Result<()> {
     if args.preset.is_some() || args.types.is_some() || args.allow_requantize {
         return Err(Error::Config(
             "--preset, --types and --allow-requantize are for GGUF files (IN.gguf OUT.gguf)".into(),
         ));
     }
-    let group = if args.per_channel {
-        Group::PerChannel
-    } else {
-        args.group_size.unwrap_or(Group::Size(DEFAULT_GROUP_SIZE))
+    if args.report.is_some() {
+        return Err(Error::Config(
+            "--report is for Parquet q tables; compressed-tensors prints what it wrote".into(),
+        ));
+    }
+    let opts = job::CompressedTensorsOptions {
+        quantize: options::QuantizeOptions {
+            scheme: args.scheme.unwrap_or(DEFAULT_SCHEME),
+            group: group_of(args),
+            min_cosine: args.min_cosine,
+            threads: 0,
+        },
+        include: args.include.clone(),
+        exclude: args.exclude.clone(),
+        overwrite: args.overwrite,
+        max_shard_bytes: args.max_shard_size.unwrap_or(job::DEFAULT_MAX_SHARD_BYTES),
     };
+    let bar = Bar::new(0, "convert");
+    let report = job::convert_compressed_tensors(&args.input, &args.output, &opts, &bar)?;
+    drop(bar);
+    for (module, scheme, [rows, cols]) in &report.quantized {
+        say(&format!("{module:<48} [{rows}, {cols}] -> {scheme}\n"));
+    }
+    say(&format!(
+        "wrote {} quantized and {} dense tensors to {} ({})\n",
+        report.quantized.len(),
+        report.dense.len(),
+        args.output.display(),
+        report.shards.join(", ")
+    ));
+    Ok(())
+}
+
+fn convert(args: &ConvertArgs) -> Result<Report> {
+    if !args.include.is_empty() || args.max_shard_size.is_some() {
+        return Err(Error::Config(
+            "--include and --max-shard-size are for compressed-tensors output (--format compressed-tensors)".into(),
+        ));
+    }
+    if args.preset.is_some() || args.types.is_some() || args.allow_requantize {
+        return Err(Error::Config(
+            "--preset, --types and --allow-requantize are for GGUF files (IN.gguf OUT.gguf)".into(),
+        ));
+    }
+    let group = group_of(args);
     let opts = ConvertOptions {
         scheme: args.scheme.unwrap_or(DEFAULT_SCHEME),
         group,
@@ -303,6 +397,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Convert(args) if is_gguf(&args.input) || is_gguf(&args.output) => {
             convert_gguf(&args)?
         }
+        Command::Convert(args) if is_compressed_tensors(&args) => convert_compressed_tensors(&args)?,
         Command::Convert(args) => {
             let report = convert(&args)?;
             say(&report.to_text()?);

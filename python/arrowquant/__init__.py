@@ -29,7 +29,7 @@ from ._seed import ArrowQuantV2
 __version__: str = _internal.__version__
 
 SCHEMES: tuple[str, ...] = tuple(_internal.SCHEMES)
-"""Every scheme name: int8, int8_asym, int4, int4_asym, int2, int2_asym, q8_0, q4_0, q2_k … q6_k."""
+"""Every scheme name: int8, int8_asym, int4, int4_asym, int2, int2_asym, q8_0, q4_0, q2_k … q6_k, int8_zp, int4_zp, int2_zp."""
 
 DEFAULT_GROUP_SIZE: int = _internal.DEFAULT_GROUP_SIZE
 
@@ -151,8 +151,18 @@ def convert(
     exclude: list[str] | tuple[str, ...] = (),
     min_cosine: float | None = None,
     overwrite: bool = False,
+    format: str | None = None,
+    include: list[str] | tuple[str, ...] = (),
+    max_shard_bytes: int | None = None,
 ) -> dict[str, Any]:
     """The streaming job of ``arrowquant convert``: Parquet weight table in, quantized Parquet out.
+
+    With ``format="compressed-tensors"`` (the default when ``input`` is a Hugging Face model
+    directory, one with a ``config.json``), ``output`` is a model directory that
+    ``transformers.AutoModelForCausalLM.from_pretrained`` and vLLM load: the 2-D ``*.weight``
+    tensors quantized (less ``exclude``, embeddings and ``lm_head``, plus ``include``), packed
+    exactly as compressed-tensors' ``pack-quantized`` format, in shards of at most
+    ``max_shard_bytes`` (5 GB); returns ``{"quantized": [...], "dense": [...], "shards": [...]}``.
 
     ``input`` is a Parquet file or a directory of them, read a tensor at a time (memory does not
     grow with the model); ``output`` appears atomically when the job is done. ``group_size`` is as
@@ -173,6 +183,20 @@ def convert(
     """
     import json
 
+    if format is None and os.path.isfile(os.path.join(os.fspath(input), "config.json")):
+        format = "compressed-tensors"
+    if format == "compressed-tensors":
+        if min_cosine is not None:
+            raise ConfigError("min_cosine: compressed-tensors is written with one scheme")
+        written = _internal.convert_compressed_tensors(
+            os.fspath(input), os.fspath(output), scheme, group_size,
+            list(include), list(exclude), overwrite, max_shard_bytes,
+        )
+        return json.loads(written)
+    if format not in (None, "parquet"):
+        raise ConfigError(f"format: expected 'parquet' or 'compressed-tensors', got {format!r}")
+    if include or max_shard_bytes is not None:
+        raise ConfigError("include and max_shard_bytes are for format='compressed-tensors'")
     report = _internal.convert(
         os.fspath(input), os.fspath(output), scheme, group_size, list(exclude), min_cosine, overwrite
     )

@@ -54,3 +54,13 @@ def convert(
     min_cosine: float | None = None,
     overwrite: bool = False,
 ) -> str: ...
+def convert_compressed_tensors(
+    input: str,
+    output: str,
+    scheme: str = "int8",
+    group_size: int | str | None = None,
+    include: list[str] = ...,
+    exclude: list[str] = ...,
+    overwrite: bool = False,
+    max_shard_bytes: int | None = None,
+) -> str: ...

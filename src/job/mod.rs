@@ -4,6 +4,7 @@
 //! [`crate::udf::expr_fn`] expressions over its input ([`crate::io`]), runs it partition by
 //! partition, and writes the batches into an output that appears atomically.
 
+mod compressed_tensors;
 mod convert;
 mod demo;
 mod dequantize;
@@ -22,6 +23,10 @@ use datafusion::execution::context::SessionContext;
 use datafusion::prelude::SessionConfig;
 use futures::StreamExt;
 
+pub use compressed_tensors::{
+    CompressedTensorsOptions, DEFAULT_DENSE, DEFAULT_MAX_SHARD_BYTES, ExportReport,
+    convert_compressed_tensors, glob_match,
+};
 pub use convert::{ConvertOptions, convert};
 pub use demo::{demo_model_shapes, write_demo_model};
 pub use dequantize::dequantize;

@@ -1,5 +1,6 @@
-//! The linear schemes `int8`, `int8_asym`, `int4`, `int4_asym`, `int2`, `int2_asym`: one scale
-//! (and min) per group.
+//! The linear schemes `int8`, `int8_asym`, `int4`, `int4_asym`, `int2`, `int2_asym` and the
+//! integer-zero-point schemes `int8_zp`, `int4_zp`, `int2_zp`: one scale (and min or zero point)
+//! per group.
 //!
 //! A tensor is walked in tiles of [`TILE`] elements. Entering a group computes its scale (one
 //! pass over the group, which then sits in L1); each tile's codes are written straight into the
@@ -19,8 +20,8 @@ fn levels(scheme: Scheme) -> f32 {
     match scheme {
         Scheme::Int8 => 127.0,
         Scheme::Int4 => 7.0,
-        Scheme::Int8Asym => 255.0,
-        Scheme::Int4Asym => 15.0,
+        Scheme::Int8Asym | Scheme::Int8Zp => 255.0,
+        Scheme::Int4Asym | Scheme::Int4Zp => 15.0,
         Scheme::Int2 => 1.0,
         _ => 3.0,
     }
@@ -37,6 +38,8 @@ enum Step {
     Asym { m: f32, d: f32, q: f32 },
     /// Asymmetric with a range beyond f32::MAX: the same arithmetic in f64.
     AsymWide { m: f32, d: f64, q: f32 },
+    /// Integer zero point: round(x / d) + z in [0, q].
+    Zp { d: f32, z: f32, q: f32 },
 }
 
 /// The scale, min and step of group `g`, whose first element has index `offset`.
@@ -53,6 +56,14 @@ fn group_step(g: &[f32], scheme: Scheme, offset: usize) -> Result<(f32, f32, Ste
         return Ok((d, 0.0, step));
     }
     let (lo, hi) = min_max(g, offset)?;
+    if scheme.has_zero_point() {
+        return zero_point_step(lo, hi, q).ok_or(KernelError::RangeOverflow {
+            scheme,
+            group: offset / g.len().max(1),
+            lo,
+            hi,
+        });
+    }
     let range = hi - lo;
     if range.is_finite() {
         let d = range / q;
@@ -66,6 +77,25 @@ fn group_step(g: &[f32], scheme: Scheme, offset: usize) -> Result<(f32, f32, Ste
         let d = (f64::from(hi) - f64::from(lo)) / f64::from(q);
         Ok((d as f32, lo, Step::AsymWide { m: lo, d, q }))
     }
+}
+
+/// The scale, zero point and step of a `_zp` group whose values lie in [lo, hi]: the range is
+/// widened to include 0 (so 0 is exactly representable), d = (max − min) / q and
+/// z = round(−min / d), the convention of GPTQ, AWQ and compressed-tensors. `None` when
+/// max − min overflows f32: then d·(q − z) could too.
+#[inline(always)]
+fn zero_point_step(lo: f32, hi: f32, q: f32) -> Option<(f32, f32, Step)> {
+    let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+    let range = hi - lo;
+    if !range.is_finite() {
+        return None;
+    }
+    let d = range / q;
+    if d == 0.0 {
+        return Some((0.0, 0.0, Step::Zero));
+    }
+    let z = round_half_away(-lo / d, 0.0, q) as f32;
+    Some((d, z, Step::Zp { d, z, q }))
 }
 
 /// Writes one code byte per element of `x` into `codes` (`codes.len() == x.len()`).
@@ -87,6 +117,11 @@ fn quantize_run(x: &[f32], step: Step, codes: &mut [u8]) {
             for (c, &v) in codes.iter_mut().zip(x) {
                 let v = ((f64::from(v) - f64::from(m)) / d) as f32;
                 *c = round_half_away(v, 0.0, q) as u8;
+            }
+        }
+        Step::Zp { d, z, q } => {
+            for (c, &v) in codes.iter_mut().zip(x) {
+                *c = (round_half_away(v / d, -z, q - z) + z as i32) as u8;
             }
         }
     }
@@ -257,12 +292,13 @@ fn dequantize_portable(q: &QuantizedRef<'_>, out: &mut [f32]) {
         let c = &mut tile[..dst.len()];
         match q.scheme {
             Scheme::Int8 => unpack::<8, true>(codes, c),
-            Scheme::Int8Asym => unpack::<8, false>(codes, c),
+            Scheme::Int8Asym | Scheme::Int8Zp => unpack::<8, false>(codes, c),
             Scheme::Int4 => unpack::<4, true>(codes, c),
-            Scheme::Int4Asym => unpack::<4, false>(codes, c),
+            Scheme::Int4Asym | Scheme::Int4Zp => unpack::<4, false>(codes, c),
             Scheme::Int2 => unpack::<2, true>(codes, c),
             _ => unpack::<2, false>(codes, c),
         }
+        let zp = q.scheme.has_zero_point();
         let mut pos = 0;
         while pos < dst.len() {
             let gi = (base + pos) / group;
@@ -270,7 +306,13 @@ fn dequantize_portable(q: &QuantizedRef<'_>, out: &mut [f32]) {
             let d = q.scales.get(gi).copied().unwrap_or(0.0);
             let m = q.mins.and_then(|m| m.get(gi).copied()).unwrap_or(0.0);
             let (ys, cs) = (&mut dst[pos..end], &c[pos..end]);
-            if (d.abs() * top + m.abs()) < f32::MAX {
+            if zp {
+                // d·(q − z), in this order, as compressed-tensors' decompressor computes it;
+                // |q − z| ≤ top, so d·(q − z) only overflows when the true value does.
+                for (y, &c) in ys.iter_mut().zip(cs) {
+                    *y = (c - m) * d;
+                }
+            } else if (d.abs() * top + m.abs()) < f32::MAX {
                 for (y, &c) in ys.iter_mut().zip(cs) {
                     *y = d * c + m;
                 }
@@ -296,8 +338,8 @@ mod tests {
     fn code_at(codes: &[u8], scheme: Scheme, i: usize) -> f32 {
         match scheme {
             Scheme::Int8 => f32::from(codes[i] as i8),
-            Scheme::Int8Asym => f32::from(codes[i]),
-            Scheme::Int2 | Scheme::Int2Asym => {
+            Scheme::Int8Asym | Scheme::Int8Zp => f32::from(codes[i]),
+            Scheme::Int2 | Scheme::Int2Asym | Scheme::Int2Zp => {
                 let crumb = (codes[i / 4] >> (2 * (i % 4))) & 0b11;
                 if scheme == Scheme::Int2 {
                     f32::from(((crumb << 6) as i8) >> 6)
@@ -346,7 +388,12 @@ mod tests {
                     let want: Vec<f32> = (0..len)
                         .map(|i| {
                             let m = q.mins.map_or(0.0, |m| m[i / g]);
-                            q.scales[i / g] * code_at(q.codes, scheme, i) + m
+                            let c = code_at(q.codes, scheme, i);
+                            if scheme.has_zero_point() {
+                                (c - m) * q.scales[i / g]
+                            } else {
+                                q.scales[i / g] * c + m
+                            }
                         })
                         .collect();
                     assert_eq!(got, want, "{scheme} group {group} len {len}");

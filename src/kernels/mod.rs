@@ -89,6 +89,18 @@ pub enum KernelError {
         /// The f32 scale.
         scale: f32,
     },
+    /// A zero-point group whose range is wider than f32 can hold, so `d·(q − z)` would overflow.
+    #[error("{scheme} group {group} spans [{lo}, {hi}], a range wider than float32's")]
+    RangeOverflow {
+        /// The scheme.
+        scheme: Scheme,
+        /// Index of the group.
+        group: usize,
+        /// The group's smallest value.
+        lo: f32,
+        /// The group's largest value.
+        hi: f32,
+    },
     /// A quantized value whose parts do not agree (given to dequantize).
     #[error("inconsistent quantized value: {0}")]
     Inconsistent(String),
@@ -258,6 +270,17 @@ impl Part<'_> {
                 scheme,
                 block: block + self.start / group,
                 scale,
+            },
+            KernelError::RangeOverflow {
+                scheme,
+                group: g,
+                lo,
+                hi,
+            } => KernelError::RangeOverflow {
+                scheme,
+                group: g + self.start / group,
+                lo,
+                hi,
             },
             other => other,
         })
@@ -435,6 +458,19 @@ impl QuantizedRef<'_> {
                 ));
             }
             (false, _) => {}
+        }
+        if scheme.has_zero_point() {
+            let top = f32::from(u8::MAX >> (8 - scheme.bits()));
+            let zeros = self.mins.unwrap_or_default();
+            if let Some((g, z)) = zeros
+                .iter()
+                .enumerate()
+                .find(|(_, z)| !(0.0..=top).contains(*z) || z.fract() != 0.0)
+            {
+                return bad(format!(
+                    "{scheme} zero points are integers in [0, {top}], group {g} has {z}"
+                ));
+            }
         }
         Ok(())
     }

@@ -32,11 +32,17 @@ pub enum Scheme {
     Q5K,
     /// GGUF/ggml `Q6_K`: super-blocks of 256, 6-bit codes, 8-bit sub-block scales.
     Q6K,
+    /// 8-bit with an integer zero point: codes in [0, 255], x ≈ d·(q − z) (GPTQ/compressed-tensors).
+    Int8Zp,
+    /// 4-bit with an integer zero point: codes and z in [0, 15], two codes per byte.
+    Int4Zp,
+    /// 2-bit with an integer zero point: codes and z in [0, 3], four codes per byte.
+    Int2Zp,
 }
 
 impl Scheme {
     /// Every scheme, in the order error messages list them.
-    pub const ALL: [Scheme; 13] = [
+    pub const ALL: [Scheme; 16] = [
         Scheme::Int8,
         Scheme::Int8Asym,
         Scheme::Int4,
@@ -50,6 +56,9 @@ impl Scheme {
         Scheme::Q4K,
         Scheme::Q5K,
         Scheme::Q6K,
+        Scheme::Int8Zp,
+        Scheme::Int4Zp,
+        Scheme::Int2Zp,
     ];
 
     /// The scheme's SQL name (`int8`, `q4_0`, …).
@@ -68,6 +77,9 @@ impl Scheme {
             Scheme::Q4K => "q4_k",
             Scheme::Q5K => "q5_k",
             Scheme::Q6K => "q6_k",
+            Scheme::Int8Zp => "int8_zp",
+            Scheme::Int4Zp => "int4_zp",
+            Scheme::Int2Zp => "int2_zp",
         }
     }
 
@@ -84,21 +96,25 @@ impl Scheme {
     /// Bits per code.
     pub fn bits(self) -> u8 {
         match self {
-            Scheme::Int8 | Scheme::Int8Asym | Scheme::Q8_0 => 8,
+            Scheme::Int8 | Scheme::Int8Asym | Scheme::Int8Zp | Scheme::Q8_0 => 8,
             Scheme::Q6K => 6,
             Scheme::Q5K => 5,
-            Scheme::Int4 | Scheme::Int4Asym | Scheme::Q4_0 | Scheme::Q4K => 4,
+            Scheme::Int4 | Scheme::Int4Asym | Scheme::Int4Zp | Scheme::Q4_0 | Scheme::Q4K => 4,
             Scheme::Q3K => 3,
-            Scheme::Int2 | Scheme::Int2Asym | Scheme::Q2K => 2,
+            Scheme::Int2 | Scheme::Int2Asym | Scheme::Int2Zp | Scheme::Q2K => 2,
         }
     }
 
-    /// Whether the scheme stores a per-group minimum (`q.mins`): the `_asym` schemes, and the
-    /// K-quants with a super-block `dmin` (q2_k, q4_k, q5_k).
+    /// Whether the scheme stores a second value per group in `q.mins`: the float min of the
+    /// `_asym` schemes, the integer zero point of the `_zp` schemes (as a float32), and the
+    /// super-block `dmin` of the K-quants that have one (q2_k, q4_k, q5_k).
     pub fn is_asymmetric(self) -> bool {
         matches!(
             self,
             Scheme::Int8Asym
+                | Scheme::Int8Zp
+                | Scheme::Int4Zp
+                | Scheme::Int2Zp
                 | Scheme::Int4Asym
                 | Scheme::Int2Asym
                 | Scheme::Q2K
@@ -122,6 +138,11 @@ impl Scheme {
             self,
             Scheme::Q2K | Scheme::Q3K | Scheme::Q4K | Scheme::Q5K | Scheme::Q6K
         )
+    }
+
+    /// Whether `q.mins` holds integer zero points (`x ≈ d·(q − z)`): the `_zp` schemes.
+    pub fn has_zero_point(self) -> bool {
+        matches!(self, Scheme::Int8Zp | Scheme::Int4Zp | Scheme::Int2Zp)
     }
 
     /// Bytes of packed codes for `numel` elements (for the K-quants, whole super-blocks of ggml
@@ -185,14 +206,14 @@ mod tests {
             "int3".parse::<Scheme>().map_err(|e| e.to_string()),
             Err(
                 "expected one of int8, int8_asym, int4, int4_asym, int2, int2_asym, q8_0, q4_0, \
-                 q2_k, q3_k, q4_k, q5_k, q6_k, got 'int3'"
+                 q2_k, q3_k, q4_k, q5_k, q6_k, int8_zp, int4_zp, int2_zp, got 'int3'"
                     .to_string()
             )
         );
         assert_eq!(
             Scheme::names(),
             "int8, int8_asym, int4, int4_asym, int2, int2_asym, q8_0, q4_0, q2_k, q3_k, q4_k, \
-             q5_k, q6_k"
+             q5_k, q6_k, int8_zp, int4_zp, int2_zp"
         );
     }
 

@@ -37,11 +37,11 @@ fn unpacked(scheme: Scheme, codes: &[u8], numel: usize) -> Vec<i32> {
     (0..numel)
         .map(|i| match scheme {
             Scheme::Int8 | Scheme::Q8_0 => i32::from(codes[i] as i8),
-            Scheme::Int8Asym => i32::from(codes[i]),
+            Scheme::Int8Asym | Scheme::Int8Zp => i32::from(codes[i]),
             Scheme::Int4 => i32::from(((codes[i / 2] >> (4 * (i % 2))) << 4) as i8 >> 4),
-            Scheme::Int4Asym => i32::from((codes[i / 2] >> (4 * (i % 2))) & 0x0f),
+            Scheme::Int4Asym | Scheme::Int4Zp => i32::from((codes[i / 2] >> (4 * (i % 2))) & 0x0f),
             Scheme::Int2 => i32::from(((codes[i / 4] >> (2 * (i % 4))) << 6) as i8 >> 6),
-            Scheme::Int2Asym => i32::from((codes[i / 4] >> (2 * (i % 4))) & 0b11),
+            Scheme::Int2Asym | Scheme::Int2Zp => i32::from((codes[i / 4] >> (2 * (i % 4))) & 0b11),
             Scheme::Q4_0 => {
                 let (b, j) = (i / 32, i % 32);
                 let byte = codes[b * 16 + j % 16];
@@ -247,6 +247,42 @@ fn non_finite_error_names_the_element_and_leaves_buffers_alone() {
 }
 
 #[test]
+fn zero_point_codes_by_hand() {
+    // [lo, hi] = [-1, 3.5]: d = 4.5/15 = 0.3, z = round(1/0.3) = 3, codes round(x/d) + z.
+    let x = [-1.0, 0.0, 2.0, 3.5];
+    let q = quantize(&x, Scheme::Int4Zp, 0);
+    assert_eq!(q.scales, [4.5f32 / 15.0]);
+    assert_eq!(q.mins, [3.0]);
+    assert_eq!(unpacked(Scheme::Int4Zp, &q.codes, 4), [0, 3, 10, 15]);
+    let d = 4.5f32 / 15.0;
+    assert_eq!(
+        dequantize(4, Scheme::Int4Zp, 0, &q),
+        [-3.0 * d, 0.0, 7.0 * d, 12.0 * d]
+    );
+    // An all-positive group widens to include 0: z = 0. int8_zp: d = 2/255.
+    let q = quantize(&[1.0, 2.0], Scheme::Int8Zp, 0);
+    assert_eq!((q.scales[0], q.mins[0]), (2.0 / 255.0, 0.0));
+    assert_eq!(unpacked(Scheme::Int8Zp, &q.codes, 2), [127, 255]); // 1/(2/255) = 127.49998
+    // A range that float32 cannot hold is refused, naming the group.
+    let e = quantize_into(&[0.0, 1.0, f32::MAX, -f32::MAX], Scheme::Int8Zp, 2, &mut QuantizedBuffers::default()).unwrap_err();
+    assert!(e.to_string().starts_with("int8_zp group 1 spans [-3402823"), "{e}");
+    // All-negative: z = top. int2_zp: d = 3/3 = 1, z = 3, codes round(x) + 3.
+    let q = quantize(&[-3.0, -1.0, -2.4], Scheme::Int2Zp, 0);
+    assert_eq!((q.scales[0], q.mins[0]), (1.0, 3.0));
+    assert_eq!(unpacked(Scheme::Int2Zp, &q.codes, 3), [0, 2, 1]);
+    // A zero point that is no integer in range is refused.
+    let bad = QuantizedRef {
+        scheme: Scheme::Int4Zp,
+        group_size: 0,
+        numel: 2,
+        codes: &[0],
+        scales: &[1.0],
+        mins: Some(&[2.5]),
+    };
+    assert!(dequantize_into(&bad, &mut Vec::new()).unwrap_err().to_string().contains("group 0 has 2.5"));
+}
+
+#[test]
 fn extreme_ranges_do_not_overflow() {
     let x = [f32::MAX, -f32::MAX, 0.0, f32::MAX / 2.0];
     for scheme in [
@@ -439,11 +475,11 @@ fn code_range(scheme: Scheme) -> (i32, i32) {
     match scheme {
         Scheme::Int8 => (-127, 127),
         Scheme::Q8_0 => (-128, 127),
-        Scheme::Int8Asym => (0, 255),
+        Scheme::Int8Asym | Scheme::Int8Zp => (0, 255),
         Scheme::Int4 => (-7, 7),
-        Scheme::Int4Asym | Scheme::Q4_0 => (0, 15),
+        Scheme::Int4Asym | Scheme::Int4Zp | Scheme::Q4_0 => (0, 15),
         Scheme::Int2 => (-1, 1),
-        Scheme::Int2Asym => (0, 3),
+        Scheme::Int2Asym | Scheme::Int2Zp => (0, 3),
         k => panic!("{k}: K-quant codes are ggml's super-blocks, tested in kquants"),
     }
 }
@@ -635,15 +671,20 @@ fn plain_linear(x: &[f32], scheme: Scheme, group: usize) -> QuantizedBuffers {
         let lo = chunk.iter().copied().fold(f32::INFINITY, f32::min);
         let hi = chunk.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let amax = chunk.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let zp = scheme.has_zero_point();
+        let (lo, hi) = if zp { (lo.min(0.0), hi.max(0.0)) } else { (lo, hi) };
         let wide = !(hi - lo).is_finite();
         let d = match (asym, wide) {
             (false, _) => amax / q,
             (true, false) => (hi - lo) / q,
             (true, true) => ((f64::from(hi) - f64::from(lo)) / f64::from(q)) as f32,
         };
+        let z = if zp && d != 0.0 { (-lo / d).round().clamp(0.0, q) } else { 0.0 };
         for &v in chunk {
             let code = if d == 0.0 {
                 0
+            } else if zp {
+                ((v / d).round().clamp(-z, q - z) + z) as i32
             } else if !asym {
                 (v / d).round().clamp(-q, q) as i32
             } else if !wide {
@@ -658,7 +699,7 @@ fn plain_linear(x: &[f32], scheme: Scheme, group: usize) -> QuantizedBuffers {
         }
         out.scales.push(d);
         if asym {
-            out.mins.push(lo);
+            out.mins.push(if zp { z } else { lo });
         }
     }
     let per_byte = 8 / bits as usize;

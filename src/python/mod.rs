@@ -318,6 +318,46 @@ fn convert(
     Ok(report.to_json().to_string())
 }
 
+/// `arrowquant convert MODEL_DIR OUT_DIR --format compressed-tensors` as a function, run with
+/// the GIL released; returns what was written as JSON.
+#[pyfunction]
+#[pyo3(signature = (input, output, scheme = "int8", group_size = None, include = Vec::new(), exclude = Vec::new(), overwrite = false, max_shard_bytes = None))]
+#[allow(clippy::too_many_arguments)] // the job's options, as Python keyword arguments
+fn convert_compressed_tensors(
+    py: Python<'_>,
+    input: std::path::PathBuf,
+    output: std::path::PathBuf,
+    scheme: &str,
+    group_size: Option<&Bound<'_, PyAny>>,
+    include: Vec<String>,
+    exclude: Vec<String>,
+    overwrite: bool,
+    max_shard_bytes: Option<usize>,
+) -> PyResult<String> {
+    let quantize = options(scheme, group_size, None, None, 0).map_err(|e| to_py(py, e))?;
+    let job = crate::job::CompressedTensorsOptions {
+        quantize,
+        include,
+        exclude,
+        overwrite,
+        max_shard_bytes: max_shard_bytes.unwrap_or(crate::job::DEFAULT_MAX_SHARD_BYTES),
+    };
+    let report = py
+        .detach(|| crate::job::convert_compressed_tensors(&input, &output, &job, &()))
+        .map_err(|e| to_py(py, e))?;
+    let quantized: Vec<serde_json::Value> = report
+        .quantized
+        .iter()
+        .map(|(m, s, shape)| serde_json::json!({"module": m, "scheme": s.name(), "shape": shape}))
+        .collect();
+    Ok(serde_json::json!({
+        "quantized": quantized,
+        "dense": report.dense,
+        "shards": report.shards,
+    })
+    .to_string())
+}
+
 /// Runs the `arrowquant` command line with the GIL released; returns its exit code.
 #[pyfunction]
 fn cli_main(py: Python<'_>, argv: Vec<String>) -> i32 {
@@ -373,6 +413,7 @@ fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(weights_values_address, m)?)?;
     m.add_function(wrap_pyfunction!(cli_main, m)?)?;
     m.add_function(wrap_pyfunction!(convert, m)?)?;
+    m.add_function(wrap_pyfunction!(convert_compressed_tensors, m)?)?;
     m.add_function(wrap_pyfunction!(passthrough, m)?)?;
     m.add_function(wrap_pyfunction!(summarize, m)?)?;
     m.add_function(wrap_pyfunction!(speed_of_light, m)?)?;

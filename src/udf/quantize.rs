@@ -139,7 +139,7 @@ impl ScalarUDFImpl for Quantize {
             )
             .with_argument(
                 "scheme",
-                "int8 (default), int8_asym, int4, int4_asym, int2, int2_asym, q8_0, q4_0, q2_k, q3_k, q4_k, q5_k, q6_k; may differ per row",
+                "int8 (default), int8_asym, int4, int4_asym, int2, int2_asym, q8_0, q4_0, q2_k, q3_k, q4_k, q5_k, q6_k, int8_zp, int4_zp, int2_zp; may differ per row",
             )
             .with_argument(
                 "group_size",

@@ -81,7 +81,7 @@ CASES: dict[str, tuple[str, str, object, dict]] = {
         "cli": (2, "--group-size")}),
     "group_size larger than the row": (t("[[1.0, -2.0, 3.0]]"), "int4", 1000, {"py": "ok", "dfpy": "ok", "sql": "ok", "cli": "ok"}),
     "unknown scheme": (t("[[1.0]]"), "int3", 128, {
-        "py": ("ConfigError", "scheme: expected one of int8, int8_asym, int4, int4_asym, int2, int2_asym, q8_0, q4_0, q2_k, q3_k, q4_k, q5_k, q6_k, got 'int3'"),
+        "py": ("ConfigError", "scheme: expected one of int8, int8_asym, int4, int4_asym, int2, int2_asym, q8_0, q4_0, q2_k, q3_k, q4_k, q5_k, q6_k, int8_zp, int4_zp, int2_zp, got 'int3'"),
         "dfpy": ("Exception", "'quantize' argument 2 (scheme): expected one of"),
         "sql": (1, "'quantize' argument 2 (scheme): expected one of"),
         "cli": (2, "expected one of int8")}),

@@ -15,7 +15,7 @@ import pytest
 import arrowquant as aq
 from conftest import weight_table
 
-SCHEMES = "int8, int8_asym, int4, int4_asym, int2, int2_asym, q8_0, q4_0, q2_k, q3_k, q4_k, q5_k, q6_k"
+SCHEMES = "int8, int8_asym, int4, int4_asym, int2, int2_asym, q8_0, q4_0, q2_k, q3_k, q4_k, q5_k, q6_k, int8_zp, int4_zp, int2_zp"
 
 # mistake: (cli args, SQL, python call, (cli label, SQL label, python label), the shared words)
 MISTAKES = {

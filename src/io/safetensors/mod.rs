@@ -116,6 +116,23 @@ impl SafetensorsModel {
         })
     }
 
+    /// Every tensor of every shard, in shard and file order, with its raw bytes (an error when
+    /// they lie outside the file).
+    pub fn raw_tensors(&self) -> impl Iterator<Item = (&Entry, Result<&[u8]>)> {
+        self.shards.iter().flat_map(|shard| {
+            shard.entries.iter().map(move |e| {
+                let bytes = e.bytes(&shard.map).ok_or_else(|| {
+                    Error::Data(format!(
+                        "{}: tensor '{}' lies outside the file",
+                        shard.path.display(),
+                        e.name
+                    ))
+                });
+                (e, bytes)
+            })
+        })
+    }
+
     /// Tensors that are not floats, which the rows skip: (name, dtype).
     pub fn skipped(&self) -> Vec<(String, String)> {
         self.shards

@@ -1,0 +1,327 @@
+//! `convert MODEL_DIR OUT_DIR`: a Hugging Face model directory (config.json + safetensors
+//! shards) to a compressed-tensors `pack-quantized` model directory that transformers and vLLM
+//! load. Tensor by tensor from the memory-mapped shards: a Linear weight is quantized by the
+//! kernels and mapped exactly onto `weight_packed`/`weight_scale`/`weight_zero_point`; every
+//! other tensor is copied byte for byte. The output directory is built beside OUT_DIR and renamed
+//! into place at the end, so a failed job leaves nothing at OUT_DIR.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::Progress;
+use crate::error::{Error, Result};
+use crate::io::compressed_tensors::{
+    self as ct, Args, Layout, Planned, ShardedWriter, quantization_config,
+};
+use crate::io::safetensors::{SafetensorsModel, element_size, widen};
+use crate::kernels::{QuantizedBuffers, QuantizedRef, Scheme, quantize_into_parallel, stored_group_size};
+use crate::options::QuantizeOptions;
+
+/// Hugging Face's default largest shard, 5 GB.
+pub const DEFAULT_MAX_SHARD_BYTES: usize = 5_000_000_000;
+
+/// Names (globs) of 2-D weights that stay dense by default: embeddings and the output head,
+/// as llm-compressor leaves them (its `ignore: ["lm_head"]`; embeddings are not Linear).
+pub const DEFAULT_DENSE: [&str; 3] = ["*embed*", "*lm_head*", "*wte*"];
+
+/// What `convert` to compressed-tensors does.
+#[derive(Debug, Clone)]
+pub struct CompressedTensorsOptions {
+    /// Scheme and grouping (`min_cosine` is not supported here).
+    pub quantize: QuantizeOptions,
+    /// Globs of tensor names to quantize although the defaults keep them dense.
+    pub include: Vec<String>,
+    /// Globs of tensor names to keep dense.
+    pub exclude: Vec<String>,
+    /// Replace OUT_DIR if it exists.
+    pub overwrite: bool,
+    /// Largest shard in bytes.
+    pub max_shard_bytes: usize,
+}
+
+/// What the export wrote.
+#[derive(Debug, Default, Clone)]
+pub struct ExportReport {
+    /// Modules quantized: (module name, scheme, shape).
+    pub quantized: Vec<(String, Scheme, [usize; 2])>,
+    /// Tensors copied unchanged.
+    pub dense: Vec<String>,
+    /// The shard files written.
+    pub shards: Vec<String>,
+}
+
+/// `*` and `?` wildcards over a whole name.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ni;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// Whether tensor `name` of `shape` is quantized: a 2-D `*.weight`, not matching an exclude
+/// glob, and either an include glob or none of [`DEFAULT_DENSE`].
+fn is_quantized(name: &str, shape: &[usize], opts: &CompressedTensorsOptions) -> bool {
+    let any = |globs: &[String]| globs.iter().any(|g| glob_match(g, name));
+    shape.len() == 2
+        && name.ends_with(".weight")
+        && !any(&opts.exclude)
+        && (any(&opts.include) || !DEFAULT_DENSE.iter().any(|g| glob_match(g, name)))
+}
+
+/// The output directory, built beside its final place and renamed there at the end.
+struct OutputDir {
+    tmp: tempfile::TempDir,
+    target: PathBuf,
+    overwrite: bool,
+}
+
+impl OutputDir {
+    fn create(target: &Path, overwrite: bool) -> Result<Self> {
+        if target.exists() && !overwrite {
+            return Err(Error::Config(format!(
+                "output {} exists; pass --overwrite to replace it",
+                target.display()
+            )));
+        }
+        let parent = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}.arrowquant-"))
+            .tempdir_in(&parent)
+            .map_err(Error::io(&parent))?;
+        Ok(Self {
+            tmp,
+            target: target.to_path_buf(),
+            overwrite,
+        })
+    }
+
+    fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    fn commit(self) -> Result<()> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let perms = std::fs::Permissions::from_mode(0o755);
+            std::fs::set_permissions(self.tmp.path(), perms).map_err(Error::io(self.tmp.path()))?;
+        }
+        if self.target.exists() && self.overwrite {
+            if self.target.is_dir() {
+                std::fs::remove_dir_all(&self.target).map_err(Error::io(&self.target))?;
+            } else {
+                std::fs::remove_file(&self.target).map_err(Error::io(&self.target))?;
+            }
+        }
+        let tmp = self.tmp.keep();
+        std::fs::rename(&tmp, &self.target).map_err(Error::io(&self.target))
+    }
+}
+
+/// Reads `dir/config.json` as a JSON object.
+fn read_config(dir: &Path) -> Result<serde_json::Map<String, Value>> {
+    let path = dir.join("config.json");
+    if !path.is_file() {
+        return Err(Error::Config(format!(
+            "{} has no config.json: not a Hugging Face model directory",
+            dir.display()
+        )));
+    }
+    let text = std::fs::read_to_string(&path).map_err(Error::io(&path))?;
+    match serde_json::from_str(&text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(Error::Data(format!("{}: not a JSON object", path.display()))),
+        Err(e) => Err(Error::Data(format!("{}: not valid JSON: {e}", path.display()))),
+    }
+}
+
+/// Copies the files of the model directory that are not weights or its config (tokenizer,
+/// generation config, chat template, …) into `out`.
+fn copy_other_files(input: &Path, out: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(input).map_err(Error::io(input))? {
+        let entry = entry.map_err(Error::io(input))?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().to_string();
+        let weights = name.ends_with(".safetensors")
+            || name == "model.safetensors.index.json"
+            || name == "config.json"
+            || name.ends_with(".bin")
+            || name.ends_with(".pt")
+            || name.starts_with('.');
+        if path.is_file() && !weights {
+            std::fs::copy(&path, out.join(&name)).map_err(Error::io(&path))?;
+        }
+    }
+    Ok(())
+}
+
+/// `convert MODEL_DIR OUT_DIR` to compressed-tensors (see the module docs).
+pub fn convert_compressed_tensors(
+    input: &Path,
+    output: &Path,
+    opts: &CompressedTensorsOptions,
+    progress: &dyn Progress,
+) -> Result<ExportReport> {
+    opts.quantize.validate()?;
+    if opts.quantize.min_cosine.is_some() {
+        return Err(Error::Config(
+            "compressed-tensors: --min-cosine picks a width per layer, but a compressed-tensors \
+             file is written with --scheme"
+                .into(),
+        ));
+    }
+    if !input.is_dir() {
+        return Err(Error::Config(format!(
+            "{} is not a directory: compressed-tensors converts a Hugging Face model directory \
+             (config.json + *.safetensors)",
+            input.display()
+        )));
+    }
+    let mut config = read_config(input)?;
+    if input.canonicalize().ok() == output.canonicalize().ok() {
+        return Err(Error::Config(format!(
+            "output {} is the input; write somewhere else",
+            output.display()
+        )));
+    }
+    let model = SafetensorsModel::open(input)?;
+    let scheme = opts.quantize.scheme;
+
+    // Plan: every output tensor's name, dtype, shape and size, before any work.
+    let mut plan: Vec<Planned> = Vec::new();
+    let mut layouts: Vec<Option<Layout>> = Vec::new();
+    let mut groups: BTreeMap<Args, Vec<String>> = BTreeMap::new();
+    let mut ignore: Vec<String> = Vec::new();
+    let mut report = ExportReport::default();
+    for (e, _) in model.raw_tensors() {
+        let module = e.name.strip_suffix(".weight").unwrap_or(&e.name);
+        if is_quantized(&e.name, &e.shape, opts) && element_size(e.dtype).is_some() {
+            let (rows, cols) = (e.shape[0], e.shape[1]);
+            let numel = rows * cols;
+            let group = opts.quantize.group_size(numel, Some(cols)).unwrap_or(0);
+            let l = ct::layout(scheme, stored_group_size(scheme, group), rows, cols)
+                .map_err(|why| Error::Data(format!("tensor '{}' {:?}: {why}", e.name, e.shape)))?;
+            if let Some(block) = scheme.block_size()
+                && !numel.is_multiple_of(block)
+            {
+                return Err(Error::Data(format!(
+                    "tensor '{}' {:?}: {scheme} needs a multiple of {block} elements, got {numel}",
+                    e.name, e.shape
+                )));
+            }
+            plan.extend(ct::planned(module, &l));
+            groups.entry(l.args).or_default().push(module.to_string());
+            report.quantized.push((module.to_string(), scheme, [rows, cols]));
+            layouts.push(Some(l));
+        } else {
+            if e.shape.len() == 2 && e.name.ends_with(".weight") {
+                ignore.push(module.to_string());
+            }
+            plan.push(Planned {
+                name: e.name.clone(),
+                dtype: format!("{:?}", e.dtype),
+                shape: e.shape.clone(),
+                bytes: e.end - e.start,
+            });
+            report.dense.push(e.name.clone());
+            layouts.push(None);
+        }
+    }
+    if groups.is_empty() {
+        return Err(Error::Config(format!(
+            "{}: no tensor to quantize (2-D *.weight tensors, less --exclude and the default \
+             dense ones {DEFAULT_DENSE:?}, plus --include)",
+            input.display()
+        )));
+    }
+
+    let out = OutputDir::create(output, opts.overwrite)?;
+    let mut writer = ShardedWriter::new(out.path(), plan, opts.max_shard_bytes)?;
+    let threads = match opts.quantize.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let mut bufs = QuantizedBuffers::default();
+    for ((e, bytes), layout) in model.raw_tensors().zip(&layouts) {
+        let bytes = bytes?;
+        let Some(l) = layout else {
+            writer.write(&e.name, bytes)?;
+            progress.advance(1, bytes.len() as u64);
+            continue;
+        };
+        let x = widen(e.dtype, bytes);
+        bufs.codes.clear();
+        bufs.scales.clear();
+        bufs.mins.clear();
+        let group = opts.quantize.group_size(x.len(), Some(l.cols)).unwrap_or(0);
+        quantize_into_parallel(&x, scheme, group, &mut bufs, threads)
+            .map_err(|err| Error::Data(format!("layer '{}': quantize: {err}", e.name)))?;
+        let q = QuantizedRef {
+            scheme,
+            group_size: stored_group_size(scheme, group),
+            numel: x.len(),
+            codes: &bufs.codes,
+            scales: &bufs.scales,
+            mins: scheme.is_asymmetric().then_some(&bufs.mins[..]),
+        };
+        let packed = ct::pack::pack(&q, l)
+            .map_err(|why| Error::Data(format!("tensor '{}': {why}", e.name)))?;
+        let module = e.name.strip_suffix(".weight").unwrap_or(&e.name);
+        for (t, data) in ct::planned(module, l).iter().zip(ct::tensor_bytes(packed, l)) {
+            writer.write(&t.name, &data)?;
+        }
+        progress.advance(1, x.len() as u64 * 4);
+    }
+    report.shards = writer.finish()?;
+
+    config.insert(
+        "quantization_config".into(),
+        quantization_config(&groups, &ignore),
+    );
+    let config_path = out.path().join("config.json");
+    let text = serde_json::to_string_pretty(&Value::Object(config))
+        .map_err(|e| Error::Data(e.to_string()))?;
+    std::fs::write(&config_path, text).map_err(Error::io(&config_path))?;
+    copy_other_files(input, out.path())?;
+    out.commit()?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_whole_names() {
+        assert!(glob_match("*embed*", "model.embed_tokens.weight"));
+        assert!(glob_match("model.layers.?.mlp.*", "model.layers.3.mlp.up_proj.weight"));
+        assert!(!glob_match("model.layers.?.mlp.*", "model.layers.13.mlp.up_proj.weight"));
+        assert!(glob_match("*", ""));
+        assert!(!glob_match("lm_head", "lm_head.weight"));
+        assert!(glob_match("*a*b*c", "xaxbxbxc"));
+    }
+}
