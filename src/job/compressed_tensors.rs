@@ -17,7 +17,7 @@ use crate::io::compressed_tensors::{
 };
 use crate::io::safetensors::{SafetensorsModel, element_size, widen};
 use crate::kernels::{QuantizedBuffers, QuantizedRef, Scheme, quantize_into_parallel, stored_group_size};
-use crate::options::QuantizeOptions;
+use crate::options::{Group, QuantizeOptions};
 
 /// Hugging Face's default largest shard, 5 GB.
 pub const DEFAULT_MAX_SHARD_BYTES: usize = 5_000_000_000;
@@ -223,7 +223,8 @@ pub fn convert_compressed_tensors(
             let (rows, cols) = (e.shape[0], e.shape[1]);
             let numel = rows * cols;
             let group = opts.quantize.group_size(numel, Some(cols)).unwrap_or(0);
-            let l = ct::layout(scheme, stored_group_size(scheme, group), rows, cols)
+            let per_channel = matches!(opts.quantize.group, Group::PerChannel | Group::PerTensor);
+            let l = ct::layout(scheme, stored_group_size(scheme, group), rows, cols, per_channel)
                 .map_err(|why| Error::Data(format!("tensor '{}' {:?}: {why}", e.name, e.shape)))?;
             if let Some(block) = scheme.block_size()
                 && !numel.is_multiple_of(block)

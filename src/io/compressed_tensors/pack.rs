@@ -76,8 +76,16 @@ fn refuse(what: String) -> Result<Layout, String> {
 }
 
 /// The layout of a `rows × cols` weight quantized with `scheme` in groups of `group_size`
-/// (0 = per tensor), or the reason it cannot be written exactly.
-pub fn layout(scheme: Scheme, group_size: usize, rows: usize, cols: usize) -> Result<Layout, String> {
+/// (0 = per tensor), or the reason it cannot be written exactly. Groups that divide the row are
+/// `group`, except that groups of exactly one row are `channel` when `per_channel` (the user
+/// asked for per-channel scales); groups of whole rows (per tensor) are `channel`.
+pub fn layout(
+    scheme: Scheme,
+    group_size: usize,
+    rows: usize,
+    cols: usize,
+    per_channel: bool,
+) -> Result<Layout, String> {
     let symmetric = match scheme {
         Scheme::Int8 | Scheme::Int4 | Scheme::Int2 | Scheme::Q8_0 | Scheme::Q4_0 => true,
         Scheme::Int8Zp | Scheme::Int4Zp | Scheme::Int2Zp => false,
@@ -100,11 +108,11 @@ pub fn layout(scheme: Scheme, group_size: usize, rows: usize, cols: usize) -> Re
     }
     let numel = rows * cols;
     let g = effective_group_size(scheme, group_size, numel);
-    let strategy = if g % cols == 0 {
-        // Per tensor, per channel, or groups spanning whole rows: one scale per row, repeated.
-        Strategy::Channel
-    } else if cols % g == 0 {
+    let strategy = if cols % g == 0 && !(g == cols && per_channel) {
         Strategy::Group(g)
+    } else if g % cols == 0 {
+        // Per channel, per tensor, or groups spanning whole rows: one scale per row, repeated.
+        Strategy::Channel
     } else {
         return refuse(format!(
             "groups of {g} cross the rows of length {cols} (the group size must divide the row \
@@ -328,7 +336,7 @@ mod tests {
             for group in [0, 32, 48, 96, 192] {
                 let b = quantized(&x, scheme, group);
                 let q = q_ref(&b, scheme, group, x.len());
-                let l = layout(scheme, q.group_size, rows, cols).unwrap();
+                let l = layout(scheme, q.group_size, rows, cols, false).unwrap();
                 let p = pack(&q, &l).unwrap();
                 assert_eq!(p.packed.len(), rows * l.words_per_row() * 4);
                 let mut ours = Vec::new();
@@ -345,8 +353,9 @@ mod tests {
         for scheme in [Scheme::Int4, Scheme::Int2Zp, Scheme::Int8] {
             let b = quantized(&x, scheme, 13);
             let q = q_ref(&b, scheme, 13, 39);
-            let l = layout(scheme, 13, 3, 13).unwrap();
+            let l = layout(scheme, 13, 3, 13, true).unwrap();
             assert_eq!(l.args.strategy, Strategy::Channel);
+            assert_eq!(layout(scheme, 13, 3, 13, false).unwrap().args.strategy, Strategy::Group(13));
             let p = pack(&q, &l).unwrap();
             let mut ours = Vec::new();
             crate::kernels::dequantize_into(&q, &mut ours).unwrap();
@@ -360,7 +369,7 @@ mod tests {
         let x: Vec<f32> = (-7..9).map(|v| v as f32).map(|v| v.min(7.0)).collect();
         let b = quantized(&x, Scheme::Int4, 0);
         let q = q_ref(&b, Scheme::Int4, 0, 16);
-        let l = layout(Scheme::Int4, 0, 2, 8).unwrap();
+        let l = layout(Scheme::Int4, 0, 2, 8, false).unwrap();
         let p = pack(&q, &l).unwrap();
         assert_eq!(
             p.packed,
@@ -371,13 +380,14 @@ mod tests {
 
     #[test]
     fn what_cannot_be_exact_is_refused() {
-        let e = layout(Scheme::Int4Asym, 32, 2, 64).unwrap_err();
+        let e = layout(Scheme::Int4Asym, 32, 2, 64, false).unwrap_err();
         assert!(e.contains("float mins") && e.contains("int4_zp"), "{e}");
-        let e = layout(Scheme::Q4K, 256, 2, 256).unwrap_err();
+        let e = layout(Scheme::Q4K, 256, 2, 256, false).unwrap_err();
         assert!(e.contains("K-quant"), "{e}");
-        let e = layout(Scheme::Int4, 48, 2, 64).unwrap_err();
+        let e = layout(Scheme::Int4, 48, 2, 64, false).unwrap_err();
         assert!(e.contains("groups of 48 cross the rows of length 64"), "{e}");
-        assert_eq!(layout(Scheme::Int4, 0, 2, 64).unwrap().args.strategy, Strategy::Channel);
-        assert_eq!(layout(Scheme::Q4_0, 128, 2, 64).unwrap().args.strategy, Strategy::Group(32));
+        assert_eq!(layout(Scheme::Int4, 0, 2, 64, false).unwrap().args.strategy, Strategy::Channel);
+        assert_eq!(layout(Scheme::Int4, 128, 2, 64, false).unwrap().args.strategy, Strategy::Channel);
+        assert_eq!(layout(Scheme::Q4_0, 128, 2, 64, false).unwrap().args.strategy, Strategy::Group(32));
     }
 }

@@ -80,6 +80,13 @@ pub fn model_files(path: &Path) -> Result<Vec<PathBuf>> {
             .collect();
         files.sort();
         files.dedup();
+        if let Some(missing) = files.iter().find(|f| !f.is_file()) {
+            return Err(Error::Data(format!(
+                "{}: shard {}, named by model.safetensors.index.json, is missing",
+                path.display(),
+                missing.file_name().unwrap_or_default().to_string_lossy()
+            )));
+        }
         return Ok(files);
     }
     let mut files: Vec<PathBuf> = std::fs::read_dir(path)
