@@ -89,6 +89,10 @@ struct ConvertArgs {
     /// stay dense by default (embeddings, lm_head) (repeatable).
     #[arg(long)]
     include: Vec<String>,
+    /// compressed-tensors from a q table (Parquet): the original model directory, whose
+    /// config.json and tokenizer files the output gets.
+    #[arg(long)]
+    config_from: Option<PathBuf>,
     /// compressed-tensors: the largest shard, e.g. 5GB (the default), 500MB.
     #[arg(long, value_parser = parse_bytes)]
     max_shard_size: Option<usize>,
@@ -257,7 +261,30 @@ fn convert_compressed_tensors(args: &ConvertArgs) -> Result<()> {
         max_shard_bytes: args.max_shard_size.unwrap_or(job::DEFAULT_MAX_SHARD_BYTES),
     };
     let bar = Bar::new(0, "convert");
-    let report = job::convert_compressed_tensors(&args.input, &args.output, &opts, &bar)?;
+    let report = if args.input.is_dir() && args.input.join("config.json").is_file() {
+        if args.config_from.is_some() {
+            return Err(Error::Config(
+                "--config-from is for a q table in; a model directory brings its own config.json"
+                    .into(),
+            ));
+        }
+        job::convert_compressed_tensors(&args.input, &args.output, &opts, &bar)?
+    } else if let Some(model_dir) = &args.config_from {
+        runtime()?.block_on(job::export_q_table(
+            &args.input,
+            &args.output,
+            model_dir,
+            &opts,
+            &bar,
+        ))?
+    } else if args.input.is_dir() {
+        job::convert_compressed_tensors(&args.input, &args.output, &opts, &bar)?
+    } else {
+        return Err(Error::Config(format!(
+            "{}: a q table to compressed-tensors needs the original model's config: --config-from MODEL_DIR",
+            args.input.display()
+        )));
+    };
     drop(bar);
     for (module, scheme, [rows, cols]) in &report.quantized {
         say(&format!("{module:<48} [{rows}, {cols}] -> {scheme}\n"));
@@ -273,9 +300,9 @@ fn convert_compressed_tensors(args: &ConvertArgs) -> Result<()> {
 }
 
 fn convert(args: &ConvertArgs) -> Result<Report> {
-    if !args.include.is_empty() || args.max_shard_size.is_some() {
+    if !args.include.is_empty() || args.max_shard_size.is_some() || args.config_from.is_some() {
         return Err(Error::Config(
-            "--include and --max-shard-size are for compressed-tensors output (--format compressed-tensors)".into(),
+            "--include, --max-shard-size and --config-from are for compressed-tensors output (--format compressed-tensors)".into(),
         ));
     }
     if args.preset.is_some() || args.types.is_some() || args.allow_requantize {
@@ -397,7 +424,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Convert(args) if is_gguf(&args.input) || is_gguf(&args.output) => {
             convert_gguf(&args)?
         }
-        Command::Convert(args) if is_compressed_tensors(&args) => convert_compressed_tensors(&args)?,
+        Command::Convert(args) if is_compressed_tensors(&args) => {
+            convert_compressed_tensors(&args)?
+        }
         Command::Convert(args) => {
             let report = convert(&args)?;
             say(&report.to_text()?);

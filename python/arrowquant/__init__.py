@@ -154,6 +154,7 @@ def convert(
     format: str | None = None,
     include: list[str] | tuple[str, ...] = (),
     max_shard_bytes: int | None = None,
+    config_from: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """The streaming job of ``arrowquant convert``: Parquet weight table in, quantized Parquet out.
 
@@ -163,6 +164,8 @@ def convert(
     tensors quantized (less ``exclude``, embeddings and ``lm_head``, plus ``include``), packed
     exactly as compressed-tensors' ``pack-quantized`` format, in shards of at most
     ``max_shard_bytes`` (5 GB); returns ``{"quantized": [...], "dense": [...], "shards": [...]}``.
+    An already quantized ``q`` table (the Parquet output of this function) is exported the same
+    way, exactly and without requantizing, with ``config_from=`` the original model directory.
 
     ``input`` is a Parquet file or a directory of them, read a tensor at a time (memory does not
     grow with the model); ``output`` appears atomically when the job is done. ``group_size`` is as
@@ -185,12 +188,15 @@ def convert(
 
     if format is None and os.path.isfile(os.path.join(os.fspath(input), "config.json")):
         format = "compressed-tensors"
+    if config_from is not None and format is None:
+        format = "compressed-tensors"
     if format == "compressed-tensors":
         if min_cosine is not None:
             raise ConfigError("min_cosine: compressed-tensors is written with one scheme")
         written = _internal.convert_compressed_tensors(
             os.fspath(input), os.fspath(output), scheme, group_size,
             list(include), list(exclude), overwrite, max_shard_bytes,
+            None if config_from is None else os.fspath(config_from),
         )
         return json.loads(written)
     if format not in (None, "parquet"):

@@ -63,4 +63,5 @@ def convert_compressed_tensors(
     exclude: list[str] = ...,
     overwrite: bool = False,
     max_shard_bytes: int | None = None,
+    config_from: str | None = None,
 ) -> str: ...

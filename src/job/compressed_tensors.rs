@@ -16,7 +16,9 @@ use crate::io::compressed_tensors::{
     self as ct, Args, Layout, Planned, ShardedWriter, quantization_config,
 };
 use crate::io::safetensors::{SafetensorsModel, element_size, widen};
-use crate::kernels::{QuantizedBuffers, QuantizedRef, Scheme, quantize_into_parallel, stored_group_size};
+use crate::kernels::{
+    QuantizedBuffers, QuantizedRef, Scheme, quantize_into_parallel, stored_group_size,
+};
 use crate::options::{Group, QuantizeOptions};
 
 /// Hugging Face's default largest shard, 5 GB.
@@ -154,8 +156,14 @@ fn read_config(dir: &Path) -> Result<serde_json::Map<String, Value>> {
     let text = std::fs::read_to_string(&path).map_err(Error::io(&path))?;
     match serde_json::from_str(&text) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(Error::Data(format!("{}: not a JSON object", path.display()))),
-        Err(e) => Err(Error::Data(format!("{}: not valid JSON: {e}", path.display()))),
+        Ok(_) => Err(Error::Data(format!(
+            "{}: not a JSON object",
+            path.display()
+        ))),
+        Err(e) => Err(Error::Data(format!(
+            "{}: not valid JSON: {e}",
+            path.display()
+        ))),
     }
 }
 
@@ -201,7 +209,7 @@ pub fn convert_compressed_tensors(
             input.display()
         )));
     }
-    let mut config = read_config(input)?;
+    let config = read_config(input)?;
     if input.canonicalize().ok() == output.canonicalize().ok() {
         return Err(Error::Config(format!(
             "output {} is the input; write somewhere else",
@@ -224,8 +232,14 @@ pub fn convert_compressed_tensors(
             let numel = rows * cols;
             let group = opts.quantize.group_size(numel, Some(cols)).unwrap_or(0);
             let per_channel = matches!(opts.quantize.group, Group::PerChannel | Group::PerTensor);
-            let l = ct::layout(scheme, stored_group_size(scheme, group), rows, cols, per_channel)
-                .map_err(|why| Error::Data(format!("tensor '{}' {:?}: {why}", e.name, e.shape)))?;
+            let l = ct::layout(
+                scheme,
+                stored_group_size(scheme, group),
+                rows,
+                cols,
+                per_channel,
+            )
+            .map_err(|why| Error::Data(format!("tensor '{}' {:?}: {why}", e.name, e.shape)))?;
             if let Some(block) = scheme.block_size()
                 && !numel.is_multiple_of(block)
             {
@@ -236,7 +250,9 @@ pub fn convert_compressed_tensors(
             }
             plan.extend(ct::planned(module, &l));
             groups.entry(l.args).or_default().push(module.to_string());
-            report.quantized.push((module.to_string(), scheme, [rows, cols]));
+            report
+                .quantized
+                .push((module.to_string(), scheme, [rows, cols]));
             layouts.push(Some(l));
         } else {
             if e.shape.len() == 2 && e.name.ends_with(".weight") {
@@ -292,23 +308,251 @@ pub fn convert_compressed_tensors(
         let packed = ct::pack::pack(&q, l)
             .map_err(|why| Error::Data(format!("tensor '{}': {why}", e.name)))?;
         let module = e.name.strip_suffix(".weight").unwrap_or(&e.name);
-        for (t, data) in ct::planned(module, l).iter().zip(ct::tensor_bytes(packed, l)) {
+        for (t, data) in ct::planned(module, l)
+            .iter()
+            .zip(ct::tensor_bytes(packed, l))
+        {
             writer.write(&t.name, &data)?;
         }
         progress.advance(1, x.len() as u64 * 4);
     }
     report.shards = writer.finish()?;
+    finish(out, input, config, &groups, &ignore)?;
+    Ok(report)
+}
 
+/// Writes `config.json` with the `quantization_config`, copies the model directory's other
+/// files and moves the output into place.
+fn finish(
+    out: OutputDir,
+    model_dir: &Path,
+    mut config: serde_json::Map<String, Value>,
+    groups: &BTreeMap<Args, Vec<String>>,
+    ignore: &[String],
+) -> Result<()> {
     config.insert(
         "quantization_config".into(),
-        quantization_config(&groups, &ignore),
+        quantization_config(groups, ignore),
     );
     let config_path = out.path().join("config.json");
     let text = serde_json::to_string_pretty(&Value::Object(config))
         .map_err(|e| Error::Data(e.to_string()))?;
     std::fs::write(&config_path, text).map_err(Error::io(&config_path))?;
-    copy_other_files(input, out.path())?;
-    out.commit()?;
+    copy_other_files(model_dir, out.path())?;
+    out.commit()
+}
+
+/// One row of a q table, as the export sees it before reading the codes.
+struct PlannedRow {
+    name: String,
+    layout: Option<Layout>,
+}
+
+/// The 2-D shape `[rows, cols]` of a row, or why it has none.
+fn matrix(name: &str, shape_i64: Option<Vec<i64>>) -> Result<[usize; 2]> {
+    match shape_i64.as_deref() {
+        Some(&[r, c]) if r >= 0 && c >= 0 => Ok([r as usize, c as usize]),
+        other => Err(Error::Data(format!(
+            "layer '{name}': compressed-tensors quantizes 2-D [out, in] weights, but its shape is {other:?}"
+        ))),
+    }
+}
+
+/// `convert Q.parquet OUT_DIR --format compressed-tensors --config-from MODEL_DIR`: writes an
+/// already quantized `q` table (from `convert`) as a compressed-tensors model, mapping each `q`
+/// exactly (nothing is requantized); rows without `q` are written densely from `weights`
+/// (float32). The config and the tokenizer files come from MODEL_DIR.
+pub async fn export_q_table(
+    input: &Path,
+    output: &Path,
+    model_dir: &Path,
+    opts: &CompressedTensorsOptions,
+    progress: &dyn Progress,
+) -> Result<ExportReport> {
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::datatypes::Int64Type;
+    use futures::StreamExt;
+
+    use crate::array::{LAYER_NAME, Q, QRows, SHAPE, WEIGHTS, WeightRows};
+
+    let config = read_config(model_dir)?;
+    super::check_paths(input, output, opts.overwrite)?;
+    let ctx = super::job_context();
+    crate::io::parquet_source::register_streaming(&ctx, "input", input, 1)?;
+    let df = ctx.table("input").await?;
+    let schema = df.schema().as_arrow().clone();
+    for col in [LAYER_NAME, Q, SHAPE] {
+        if schema.column_with_name(col).is_none() {
+            return Err(Error::Schema(format!(
+                "{}: a q table (from `arrowquant convert`) needs the column '{col}'; it has [{}]",
+                input.display(),
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    let has_weights = schema.column_with_name(WEIGHTS).is_some();
+    let shapes = |batch: &datafusion::arrow::array::RecordBatch, i: usize| -> Option<Vec<i64>> {
+        let col = batch.column_by_name(SHAPE)?;
+        let list = col.as_list_opt::<i32>()?;
+        if list.is_null(i) {
+            return None;
+        }
+        let v = list.value(i);
+        let v =
+            datafusion::arrow::compute::cast(&v, &datafusion::arrow::datatypes::DataType::Int64)
+                .ok()?;
+        Some(v.as_primitive::<Int64Type>().values().to_vec())
+    };
+
+    // Pass 1: the layout of every row, from names, shapes and the q headers.
+    let mut rows: Vec<PlannedRow> = Vec::new();
+    let mut plan: Vec<Planned> = Vec::new();
+    let mut groups: BTreeMap<Args, Vec<String>> = BTreeMap::new();
+    let mut ignore: Vec<String> = Vec::new();
+    let mut report = ExportReport::default();
+    let mut stream = df.clone().execute_stream().await?;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let names = datafusion::arrow::compute::cast(
+            batch
+                .column_by_name(LAYER_NAME)
+                .ok_or_else(|| Error::Schema("layer_name".into()))?,
+            &datafusion::arrow::datatypes::DataType::Utf8,
+        )?;
+        let names = names.as_string::<i32>();
+        let q = QRows::try_new(
+            Q,
+            batch
+                .column_by_name(Q)
+                .ok_or_else(|| Error::Schema("q".into()))?,
+        )?;
+        let weights = match batch.column_by_name(WEIGHTS) {
+            Some(w) if has_weights => Some(WeightRows::try_new(WEIGHTS, w)?),
+            _ => None,
+        };
+        for i in 0..batch.num_rows() {
+            let name = names.value(i).to_string();
+            let module = name.strip_suffix(".weight").unwrap_or(&name).to_string();
+            let row = q
+                .row(i)
+                .map_err(|e| Error::Data(format!("layer '{name}': {e}")))?;
+            match row {
+                Some(qr) => {
+                    let [r, c] = matrix(&name, shapes(&batch, i))?;
+                    let per_channel = qr.group_size == c;
+                    let l = ct::layout(qr.scheme, qr.group_size, r, c, per_channel)
+                        .map_err(|why| Error::Data(format!("layer '{name}' [{r}, {c}]: {why}")))?;
+                    plan.extend(ct::planned(&module, &l));
+                    groups.entry(l.args).or_default().push(module.clone());
+                    report.quantized.push((module, qr.scheme, [r, c]));
+                    rows.push(PlannedRow {
+                        name,
+                        layout: Some(l),
+                    });
+                }
+                None => {
+                    let w = weights
+                        .as_ref()
+                        .and_then(|w| w.row(i).ok().flatten())
+                        .ok_or_else(|| {
+                            Error::Data(format!(
+                                "layer '{name}': neither q nor weights; nothing to write"
+                            ))
+                        })?;
+                    let shape: Vec<usize> = match shapes(&batch, i) {
+                        Some(s) => s.iter().map(|&d| d.max(0) as usize).collect(),
+                        None => vec![w.len()],
+                    };
+                    if shape.iter().product::<usize>() != w.len() {
+                        return Err(Error::Data(format!(
+                            "layer '{name}': shape {shape:?} does not hold its {} weights",
+                            w.len()
+                        )));
+                    }
+                    if shape.len() == 2 && name.ends_with(".weight") {
+                        ignore.push(module);
+                    }
+                    plan.push(Planned {
+                        name: name.clone(),
+                        dtype: "F32".into(),
+                        shape,
+                        bytes: w.len() * 4,
+                    });
+                    report.dense.push(name.clone());
+                    rows.push(PlannedRow { name, layout: None });
+                }
+            }
+        }
+    }
+    if groups.is_empty() {
+        return Err(Error::Data(format!(
+            "{}: no row has a q to export",
+            input.display()
+        )));
+    }
+
+    // Pass 2: the bytes, row by row in the same order.
+    let out = OutputDir::create(output, opts.overwrite)?;
+    let mut writer = ShardedWriter::new(out.path(), plan, opts.max_shard_bytes)?;
+    let mut planned = rows.iter();
+    let mut stream = df.execute_stream().await?;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let q = QRows::try_new(
+            Q,
+            batch
+                .column_by_name(Q)
+                .ok_or_else(|| Error::Schema("q".into()))?,
+        )?;
+        let weights = match batch.column_by_name(WEIGHTS) {
+            Some(w) if has_weights => Some(WeightRows::try_new(WEIGHTS, w)?),
+            _ => None,
+        };
+        for i in 0..batch.num_rows() {
+            let Some(row) = planned.next() else {
+                return Err(Error::Data(format!(
+                    "{}: changed while being read",
+                    input.display()
+                )));
+            };
+            match &row.layout {
+                Some(l) => {
+                    let qr = q
+                        .row(i)
+                        .map_err(|e| Error::Data(format!("layer '{}': {e}", row.name)))?
+                        .ok_or_else(|| {
+                            Error::Data(format!("{}: changed while being read", input.display()))
+                        })?;
+                    let packed = ct::pack::pack(&qr, l)
+                        .map_err(|why| Error::Data(format!("layer '{}': {why}", row.name)))?;
+                    let module = row.name.strip_suffix(".weight").unwrap_or(&row.name);
+                    for (t, data) in ct::planned(module, l)
+                        .iter()
+                        .zip(ct::tensor_bytes(packed, l))
+                    {
+                        writer.write(&t.name, &data)?;
+                    }
+                    progress.advance(1, qr.numel as u64 * 4);
+                }
+                None => {
+                    let w = weights
+                        .as_ref()
+                        .and_then(|w| w.row(i).ok().flatten())
+                        .unwrap_or_default();
+                    let bytes: Vec<u8> = w.iter().flat_map(|v| v.to_le_bytes()).collect();
+                    writer.write(&row.name, &bytes)?;
+                    progress.advance(1, bytes.len() as u64);
+                }
+            }
+        }
+    }
+    report.shards = writer.finish()?;
+    finish(out, model_dir, config, &groups, &ignore)?;
     Ok(report)
 }
 
@@ -319,8 +563,14 @@ mod tests {
     #[test]
     fn globs_match_whole_names() {
         assert!(glob_match("*embed*", "model.embed_tokens.weight"));
-        assert!(glob_match("model.layers.?.mlp.*", "model.layers.3.mlp.up_proj.weight"));
-        assert!(!glob_match("model.layers.?.mlp.*", "model.layers.13.mlp.up_proj.weight"));
+        assert!(glob_match(
+            "model.layers.?.mlp.*",
+            "model.layers.3.mlp.up_proj.weight"
+        ));
+        assert!(!glob_match(
+            "model.layers.?.mlp.*",
+            "model.layers.13.mlp.up_proj.weight"
+        ));
         assert!(glob_match("*", ""));
         assert!(!glob_match("lm_head", "lm_head.weight"));
         assert!(glob_match("*a*b*c", "xaxbxbxc"));

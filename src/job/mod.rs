@@ -25,7 +25,7 @@ use futures::StreamExt;
 
 pub use compressed_tensors::{
     CompressedTensorsOptions, DEFAULT_DENSE, DEFAULT_MAX_SHARD_BYTES, ExportReport,
-    convert_compressed_tensors, glob_match,
+    convert_compressed_tensors, export_q_table, glob_match,
 };
 pub use convert::{ConvertOptions, convert};
 pub use demo::{demo_model_shapes, write_demo_model};

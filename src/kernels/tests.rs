@@ -264,8 +264,17 @@ fn zero_point_codes_by_hand() {
     assert_eq!((q.scales[0], q.mins[0]), (2.0 / 255.0, 0.0));
     assert_eq!(unpacked(Scheme::Int8Zp, &q.codes, 2), [127, 255]); // 1/(2/255) = 127.49998
     // A range that float32 cannot hold is refused, naming the group.
-    let e = quantize_into(&[0.0, 1.0, f32::MAX, -f32::MAX], Scheme::Int8Zp, 2, &mut QuantizedBuffers::default()).unwrap_err();
-    assert!(e.to_string().starts_with("int8_zp group 1 spans [-3402823"), "{e}");
+    let e = quantize_into(
+        &[0.0, 1.0, f32::MAX, -f32::MAX],
+        Scheme::Int8Zp,
+        2,
+        &mut QuantizedBuffers::default(),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().starts_with("int8_zp group 1 spans [-3402823"),
+        "{e}"
+    );
     // All-negative: z = top. int2_zp: d = 3/3 = 1, z = 3, codes round(x) + 3.
     let q = quantize(&[-3.0, -1.0, -2.4], Scheme::Int2Zp, 0);
     assert_eq!((q.scales[0], q.mins[0]), (1.0, 3.0));
@@ -279,7 +288,12 @@ fn zero_point_codes_by_hand() {
         scales: &[1.0],
         mins: Some(&[2.5]),
     };
-    assert!(dequantize_into(&bad, &mut Vec::new()).unwrap_err().to_string().contains("group 0 has 2.5"));
+    assert!(
+        dequantize_into(&bad, &mut Vec::new())
+            .unwrap_err()
+            .to_string()
+            .contains("group 0 has 2.5")
+    );
 }
 
 #[test]
@@ -672,14 +686,22 @@ fn plain_linear(x: &[f32], scheme: Scheme, group: usize) -> QuantizedBuffers {
         let hi = chunk.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let amax = chunk.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let zp = scheme.has_zero_point();
-        let (lo, hi) = if zp { (lo.min(0.0), hi.max(0.0)) } else { (lo, hi) };
+        let (lo, hi) = if zp {
+            (lo.min(0.0), hi.max(0.0))
+        } else {
+            (lo, hi)
+        };
         let wide = !(hi - lo).is_finite();
         let d = match (asym, wide) {
             (false, _) => amax / q,
             (true, false) => (hi - lo) / q,
             (true, true) => ((f64::from(hi) - f64::from(lo)) / f64::from(q)) as f32,
         };
-        let z = if zp && d != 0.0 { (-lo / d).round().clamp(0.0, q) } else { 0.0 };
+        let z = if zp && d != 0.0 {
+            (-lo / d).round().clamp(0.0, q)
+        } else {
+            0.0
+        };
         for &v in chunk {
             let code = if d == 0.0 {
                 0

@@ -318,10 +318,11 @@ fn convert(
     Ok(report.to_json().to_string())
 }
 
-/// `arrowquant convert MODEL_DIR OUT_DIR --format compressed-tensors` as a function, run with
-/// the GIL released; returns what was written as JSON.
+/// `arrowquant convert MODEL_DIR OUT_DIR --format compressed-tensors` as a function (or, with
+/// `config_from`, the export of a q table), run with the GIL released; returns what was written
+/// as JSON.
 #[pyfunction]
-#[pyo3(signature = (input, output, scheme = "int8", group_size = None, include = Vec::new(), exclude = Vec::new(), overwrite = false, max_shard_bytes = None))]
+#[pyo3(signature = (input, output, scheme = "int8", group_size = None, include = Vec::new(), exclude = Vec::new(), overwrite = false, max_shard_bytes = None, config_from = None))]
 #[allow(clippy::too_many_arguments)] // the job's options, as Python keyword arguments
 fn convert_compressed_tensors(
     py: Python<'_>,
@@ -333,6 +334,7 @@ fn convert_compressed_tensors(
     exclude: Vec<String>,
     overwrite: bool,
     max_shard_bytes: Option<usize>,
+    config_from: Option<std::path::PathBuf>,
 ) -> PyResult<String> {
     let quantize = options(scheme, group_size, None, None, 0).map_err(|e| to_py(py, e))?;
     let job = crate::job::CompressedTensorsOptions {
@@ -343,7 +345,16 @@ fn convert_compressed_tensors(
         max_shard_bytes: max_shard_bytes.unwrap_or(crate::job::DEFAULT_MAX_SHARD_BYTES),
     };
     let report = py
-        .detach(|| crate::job::convert_compressed_tensors(&input, &output, &job, &()))
+        .detach(|| match &config_from {
+            Some(model_dir) => crate::job::runtime()?.block_on(crate::job::export_q_table(
+                &input,
+                &output,
+                model_dir,
+                &job,
+                &(),
+            )),
+            None => crate::job::convert_compressed_tensors(&input, &output, &job, &()),
+        })
         .map_err(|e| to_py(py, e))?;
     let quantized: Vec<serde_json::Value> = report
         .quantized

@@ -249,3 +249,52 @@ def test_bad_inputs_name_the_problem_and_leave_nothing(llama: Path, tmp_path: Pa
     else:
         assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.arrowquant-")]
+
+
+def test_a_q_table_exports_without_requantizing(llama: Path, tmp_path: Path) -> None:
+    """import -> convert (q table) -> compressed-tensors: the same bytes as the direct path."""
+    table, qtable = tmp_path / "model.parquet", tmp_path / "q.parquet"
+    assert run_cli("import", str(llama), str(table)).returncode == 0
+    aq.convert(table, qtable, "int4_zp", 64, exclude=["*embed*", "*lm_head*", "*norm*"])
+    via_table = tmp_path / "via_table"
+    written = aq.convert(qtable, via_table, config_from=llama)
+    assert len(written["quantized"]) == 14
+    direct = tmp_path / "direct"
+    aq.convert(llama, direct, "int4_zp", 64)
+    a, b = original_tensors(via_table), original_tensors(direct)
+    assert sorted(a) == sorted(b)
+    for name, t in b.items():
+        if name.endswith(("weight_packed", "weight_scale", "weight_zero_point", "weight_shape")):
+            assert torch.equal(a[name], t), name
+        else:
+            # Dense tensors went through the float32 weight table: the same values, widened.
+            assert a[name].dtype == torch.float32 and torch.equal(a[name], t.float()), name
+    assert json.loads((via_table / "config.json").read_text())["quantization_config"] == json.loads(
+        (direct / "config.json").read_text()
+    )["quantization_config"]
+    # Without the model's config it is refused, naming the flag.
+    r = run_cli("convert", str(qtable), str(tmp_path / "x"), "--format", "compressed-tensors", "--scheme", "int4")
+    assert r.returncode == 2 and "--config-from MODEL_DIR" in r.stderr, r.stderr
+
+
+def test_zero_point_models_load_in_transformers_dequantized(llama: Path, tmp_path: Path) -> None:
+    """Asymmetric (integer zero point) files: compressed-tensors 0.20.0's model skeleton expects
+    an unpacked weight_zero_point while its own compressor (and the format vLLM reads) packs it
+    along the output dimension, so transformers 5.24 refuses its default load of any asymmetric
+    pack-quantized checkpoint — also one written by compressed-tensors itself (reproduced with
+    upstream code only). Loading with dequantize=True works, and gives our weights exactly."""
+    from transformers import CompressedTensorsConfig
+
+    out = tmp_path / "ct"
+    aq.convert(llama, out, "int4_zp", 128)
+    with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):
+        transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    with pytest.warns(UserWarning, match="already has a `quantization_config`"):
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            out, dtype=torch.float32, quantization_config=CompressedTensorsConfig(dequantize=True)
+        )
+    original = original_tensors(llama)
+    params = dict(model.named_parameters())
+    for name, w in original.items():
+        if name.endswith("_proj.weight"):
+            assert torch.equal(params[name].detach(), our_dequantized(w, "int4_zp", 128)), name

@@ -108,9 +108,9 @@ pub fn layout(
     }
     let numel = rows * cols;
     let g = effective_group_size(scheme, group_size, numel);
-    let strategy = if cols % g == 0 && !(g == cols && per_channel) {
+    let strategy = if cols.is_multiple_of(g) && !(g == cols && per_channel) {
         Strategy::Group(g)
-    } else if g % cols == 0 {
+    } else if g.is_multiple_of(cols) {
         // Per channel, per tensor, or groups spanning whole rows: one scale per row, repeated.
         Strategy::Channel
     } else {
@@ -272,7 +272,12 @@ mod tests {
         b
     }
 
-    fn q_ref<'a>(b: &'a QuantizedBuffers, scheme: Scheme, group: usize, n: usize) -> QuantizedRef<'a> {
+    fn q_ref<'a>(
+        b: &'a QuantizedBuffers,
+        scheme: Scheme,
+        group: usize,
+        n: usize,
+    ) -> QuantizedRef<'a> {
         QuantizedRef {
             scheme,
             group_size: stored_group_size(scheme, group),
@@ -287,7 +292,12 @@ mod tests {
     fn their_dequantize(p: &Packed, l: &Layout) -> Vec<f32> {
         let bits = usize::from(l.args.bits);
         let word = |bytes: &[u8], k: usize| {
-            u32::from_le_bytes([bytes[4 * k], bytes[4 * k + 1], bytes[4 * k + 2], bytes[4 * k + 3]])
+            u32::from_le_bytes([
+                bytes[4 * k],
+                bytes[4 * k + 1],
+                bytes[4 * k + 2],
+                bytes[4 * k + 3],
+            ])
         };
         let field = |bytes: &[u8], base_word: usize, k: usize| {
             let bit = k * bits;
@@ -302,7 +312,8 @@ mod tests {
                     Strategy::Channel => 0,
                     Strategy::Group(g) => c / g,
                 };
-                let d = f32::from_le_bytes(p.scale[4 * (r * l.groups + j)..][..4].try_into().unwrap());
+                let d =
+                    f32::from_le_bytes(p.scale[4 * (r * l.groups + j)..][..4].try_into().unwrap());
                 let z = match &p.zero_point {
                     None => 0,
                     Some(zp) => {
@@ -355,7 +366,10 @@ mod tests {
             let q = q_ref(&b, scheme, 13, 39);
             let l = layout(scheme, 13, 3, 13, true).unwrap();
             assert_eq!(l.args.strategy, Strategy::Channel);
-            assert_eq!(layout(scheme, 13, 3, 13, false).unwrap().args.strategy, Strategy::Group(13));
+            assert_eq!(
+                layout(scheme, 13, 3, 13, false).unwrap().args.strategy,
+                Strategy::Group(13)
+            );
             let p = pack(&q, &l).unwrap();
             let mut ours = Vec::new();
             crate::kernels::dequantize_into(&q, &mut ours).unwrap();
@@ -371,11 +385,14 @@ mod tests {
         let q = q_ref(&b, Scheme::Int4, 0, 16);
         let l = layout(Scheme::Int4, 0, 2, 8, false).unwrap();
         let p = pack(&q, &l).unwrap();
+        assert_eq!(p.packed, [0x21, 0x43, 0x65, 0x87, 0xa9, 0xcb, 0xed, 0xff]);
         assert_eq!(
-            p.packed,
-            [0x21, 0x43, 0x65, 0x87, 0xa9, 0xcb, 0xed, 0xff]
+            p.scale,
+            [1.0f32, 1.0]
+                .iter()
+                .flat_map(|d| d.to_le_bytes())
+                .collect::<Vec<_>>()
         );
-        assert_eq!(p.scale, [1.0f32, 1.0].iter().flat_map(|d| d.to_le_bytes()).collect::<Vec<_>>());
     }
 
     #[test]
@@ -385,9 +402,27 @@ mod tests {
         let e = layout(Scheme::Q4K, 256, 2, 256, false).unwrap_err();
         assert!(e.contains("K-quant"), "{e}");
         let e = layout(Scheme::Int4, 48, 2, 64, false).unwrap_err();
-        assert!(e.contains("groups of 48 cross the rows of length 64"), "{e}");
-        assert_eq!(layout(Scheme::Int4, 0, 2, 64, false).unwrap().args.strategy, Strategy::Channel);
-        assert_eq!(layout(Scheme::Int4, 128, 2, 64, false).unwrap().args.strategy, Strategy::Channel);
-        assert_eq!(layout(Scheme::Q4_0, 128, 2, 64, false).unwrap().args.strategy, Strategy::Group(32));
+        assert!(
+            e.contains("groups of 48 cross the rows of length 64"),
+            "{e}"
+        );
+        assert_eq!(
+            layout(Scheme::Int4, 0, 2, 64, false).unwrap().args.strategy,
+            Strategy::Channel
+        );
+        assert_eq!(
+            layout(Scheme::Int4, 128, 2, 64, false)
+                .unwrap()
+                .args
+                .strategy,
+            Strategy::Channel
+        );
+        assert_eq!(
+            layout(Scheme::Q4_0, 128, 2, 64, false)
+                .unwrap()
+                .args
+                .strategy,
+            Strategy::Group(32)
+        );
     }
 }

@@ -100,10 +100,7 @@ impl ShardedWriter {
     /// The header of shard `k`: JSON padded with spaces to a multiple of 8 bytes.
     fn header(&self, k: usize) -> Result<Vec<u8>> {
         let mut map = serde_json::Map::new();
-        map.insert(
-            "__metadata__".into(),
-            serde_json::json!({ "format": "pt" }),
-        );
+        map.insert("__metadata__".into(), serde_json::json!({ "format": "pt" }));
         let mut offset = 0usize;
         for t in &self.plan[self.shards[k].tensors.clone()] {
             map.insert(
@@ -209,7 +206,8 @@ impl ShardedWriter {
                 "weight_map": weight_map,
             });
             let path = self.dir.join("model.safetensors.index.json");
-            let text = serde_json::to_string_pretty(&index).map_err(|e| Error::Data(e.to_string()))?;
+            let text =
+                serde_json::to_string_pretty(&index).map_err(|e| Error::Data(e.to_string()))?;
             std::fs::write(&path, text).map_err(Error::io(&path))?;
         }
         Ok(self.shards.iter().map(|s| s.file.clone()).collect())
@@ -245,29 +243,46 @@ mod tests {
             let bytes = std::fs::read(dir.path().join(f)).unwrap();
             let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
             for (name, view) in st.tensors() {
-                assert_eq!(view.data().len(), plan.iter().find(|t| t.name == name).unwrap().bytes);
+                assert_eq!(
+                    view.data().len(),
+                    plan.iter().find(|t| t.name == name).unwrap().bytes
+                );
                 assert_eq!(view.data()[5], 5);
                 seen.push(name);
             }
         }
         seen.sort();
         assert_eq!(seen, ["t0", "t1", "t2", "t3", "t4"]);
-        let index = std::fs::read_to_string(dir.path().join("model.safetensors.index.json")).unwrap();
+        let index =
+            std::fs::read_to_string(dir.path().join("model.safetensors.index.json")).unwrap();
         let index: serde_json::Value = serde_json::from_str(&index).unwrap();
-        assert_eq!(index["weight_map"]["t4"], "model-00004-of-00004.safetensors");
+        assert_eq!(
+            index["weight_map"]["t4"],
+            "model-00004-of-00004.safetensors"
+        );
         assert_eq!(index["metadata"]["total_size"], 180);
     }
 
     #[test]
     fn out_of_plan_writes_are_errors() {
         let dir = tempfile::tempdir().unwrap();
-        let plan = vec![Planned { name: "a".into(), dtype: "F32".into(), shape: vec![2], bytes: 8 }];
+        let plan = vec![Planned {
+            name: "a".into(),
+            dtype: "F32".into(),
+            shape: vec![2],
+            bytes: 8,
+        }];
         let mut w = ShardedWriter::new(dir.path(), plan.clone(), 1 << 30).unwrap();
         assert!(w.write("b", &[0; 8]).is_err());
         w.write("a", &[0; 8]).unwrap();
         assert!(w.write("a", &[0; 8]).is_err());
         assert_eq!(w.finish().unwrap(), ["model.safetensors"]);
-        let bad = vec![Planned { name: "a".into(), dtype: "F32".into(), shape: vec![3], bytes: 8 }];
+        let bad = vec![Planned {
+            name: "a".into(),
+            dtype: "F32".into(),
+            shape: vec![3],
+            bytes: 8,
+        }];
         assert!(ShardedWriter::new(dir.path(), bad, 1).is_err());
     }
 }

@@ -537,28 +537,136 @@ fn qkx2_levels<const W: usize>(r: &Qkx2<W>, k: usize, nmax: i32, x: &[f32], l: &
     }
 }
 
-/// One candidate of `make_qx_quants`: (sumlx, suml2).
+/// Rounds (fast path: finite, |t| < 2^22) and applies only the clamps flagged: a clamp is left out
+/// only where the caller proved it can never change the value (see `qx_lanes`).
 #[inline(always)]
-fn qx_sums<const W: usize, const T: u8, const FAST: bool>(
+fn nint_fast_opt<const W: usize, const T: u8, const LO: bool, const HI: bool>(
+    t: F<W>,
+    lo: i32,
+    hi: i32,
+) -> F<W> {
+    let (lo, hi) = (lo as f32, hi as f32);
+    let mut r = [0.0f32; W];
+    for k in 0..W {
+        let v = if T == T_SCALAR {
+            (t.0[k] + 12582912.0f32) - 12582912.0f32
+        } else {
+            t.0[k].round_ties_even()
+        };
+        let v = if HI && v > hi { hi } else { v };
+        r[k] = if LO && v < lo { lo } else { v };
+    }
+    F(r)
+}
+
+/// Two candidates of `make_qx_quants` in one pass (independent add chains overlap):
+/// [(sumlx, suml2); 2], each sum in C's order.
+#[inline(always)]
+fn qx_sums2<const W: usize, const T: u8, const FAST: bool, const LO: bool, const HI: bool>(
     nmax: i32,
     x: &[F<W>; 16],
     w: &[F<W>; 16],
     wx: &[F<W>; 16],
-    iscale: F<W>,
-) -> (F<W>, F<W>) {
+    ia: F<W>,
+    ib: F<W>,
+) -> [(F<W>, F<W>); 2] {
     let zero = F::splat(0.0);
-    let (mut sumlx, mut suml2) = (zero, zero);
+    let (mut lxa, mut l2a, mut lxb, mut l2b) = (zero, zero, zero, zero);
     for i in 0..16 {
-        let t = iscale * x[i];
-        let lf = if FAST {
-            t.nint_clamp_fast::<T>(-nmax, nmax - 1)
+        let (ta, tb) = (ia * x[i], ib * x[i]);
+        let (la, lb) = if FAST {
+            (
+                nint_fast_opt::<W, T, LO, HI>(ta, -nmax, nmax - 1),
+                nint_fast_opt::<W, T, LO, HI>(tb, -nmax, nmax - 1),
+            )
         } else {
-            t.nint_clamp(-nmax, nmax - 1)
+            (
+                ta.nint_clamp(-nmax, nmax - 1),
+                tb.nint_clamp(-nmax, nmax - 1),
+            )
         };
-        sumlx = sumlx + wx[i] * lf;
-        suml2 = suml2 + w[i] * lf * lf;
+        lxa = lxa + wx[i] * la;
+        l2a = l2a + w[i] * la * la;
+        lxb = lxb + wx[i] * lb;
+        l2b = l2b + w[i] * lb * lb;
     }
-    (sumlx, suml2)
+    [(lxa, l2a), (lxb, l2b)]
+}
+
+/// Search state of `make_qx_quants` (see `qx_lanes`).
+struct QxState<const W: usize> {
+    scale: F<W>,
+    best: F<W>,
+    acc_iscale: F<W>,
+}
+
+/// Candidates `is_a`, `is_b` (in that order) of `make_qx_quants`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn qx_pair<const W: usize, const T: u8, const FAST: bool, const LO: bool, const HI: bool>(
+    st: &mut QxState<W>,
+    nmax: i32,
+    max: F<W>,
+    x: &[F<W>; 16],
+    w: &[F<W>; 16],
+    wx: &[F<W>; 16],
+    is_a: i32,
+    is_b: i32,
+) {
+    let zero = F::splat(0.0);
+    let nmaxf = nmax as f32;
+    let ia = F::splat(-(nmaxf + 0.1f32 * is_a as f32)) / max;
+    let ib = F::splat(-(nmaxf + 0.1f32 * is_b as f32)) / max;
+    let sums = qx_sums2::<W, T, FAST, LO, HI>(nmax, x, w, wx, ia, ib);
+    for (iscale, (sumlx, suml2)) in [(ia, sums[0]), (ib, sums[1])] {
+        let acc = suml2.gt(zero).and((sumlx * sumlx).gt(st.best * suml2));
+        st.scale = acc.sel(sumlx / suml2, st.scale);
+        st.best = acc.sel(st.scale * sumlx, st.best);
+        st.acc_iscale = acc.sel(iscale, st.acc_iscale);
+    }
+}
+
+/// The 18 candidates is = -9..=9 (is != 0) of `make_qx_quants`, in C's order, two per pass.
+#[inline(always)]
+fn qx_candidates<const W: usize, const T: u8, const FAST: bool>(
+    st: &mut QxState<W>,
+    nmax: i32,
+    max: F<W>,
+    x: &[F<W>; 16],
+    w: &[F<W>; 16],
+    wx: &[F<W>; 16],
+) {
+    // Clamps that cannot bind on the fast path (all x finite, |x| <= amax = |max| for live
+    // lanes; all-zero lanes are discarded). iscale = -(nmax + 0.1*is)/max, so every
+    // |t| = |iscale*x| <= (nmax + 0.1*is)*(1 + 2^-24)^2 after the two roundings:
+    //   is <= -6: |t| <= 31.4000x < nmax - 0.5 -> nearest_int in [-31, 31], no clamp binds;
+    //   is <=  4: |t| <= 32.4000x < nmax + 0.5 -> nearest_int >= -nmax, only MIN(nmax-1, .) binds.
+    // (Only for nmax = 32, q6_k; otherwise every clamp is kept.)
+    if FAST && nmax == 32 {
+        qx_pair::<W, T, true, false, false>(st, nmax, max, x, w, wx, -9, -8);
+        qx_pair::<W, T, true, false, false>(st, nmax, max, x, w, wx, -7, -6);
+        qx_pair::<W, T, true, false, true>(st, nmax, max, x, w, wx, -5, -4);
+        qx_pair::<W, T, true, false, true>(st, nmax, max, x, w, wx, -3, -2);
+        qx_pair::<W, T, true, false, true>(st, nmax, max, x, w, wx, -1, 1);
+        qx_pair::<W, T, true, false, true>(st, nmax, max, x, w, wx, 2, 3);
+        qx_pair::<W, T, true, true, true>(st, nmax, max, x, w, wx, 4, 5);
+        qx_pair::<W, T, true, true, true>(st, nmax, max, x, w, wx, 6, 7);
+        qx_pair::<W, T, true, true, true>(st, nmax, max, x, w, wx, 8, 9);
+    } else {
+        for (a, b) in [
+            (-9, -8),
+            (-7, -6),
+            (-5, -4),
+            (-3, -2),
+            (-1, 1),
+            (2, 3),
+            (4, 5),
+            (6, 7),
+            (8, 9),
+        ] {
+            qx_pair::<W, T, FAST, true, true>(st, nmax, max, x, w, wx, a, b);
+        }
+    }
 }
 
 /// `make_qx_quants(16, nmax, x, L, 1, NULL)` for W sub-blocks: (scale, acc_iscale, zero-lane mask).
@@ -575,8 +683,7 @@ fn qx_lanes<const W: usize, const T: u8>(nmax: i32, x: &[F<W>; 16]) -> (F<W>, F<
     }
     let allzero = amax.lt(F::splat(GROUP_MAX_EPS));
     let nmaxf = nmax as f32;
-    let mut iscale = F::splat(-nmaxf) / max;
-    let mut acc_iscale = iscale;
+    let iscale = F::splat(-nmaxf) / max;
     // (Element-wise work is kept inside loops that carry a sequential reduction: LLVM then
     // vectorizes across lanes; a purely element-wise loop over i gets vectorized over i with
     // gathers instead.)
@@ -595,24 +702,18 @@ fn qx_lanes<const W: usize, const T: u8>(nmax: i32, x: &[F<W>; 16]) -> (F<W>, F<
     // Fast rounding is exact when every x is finite: |iscale*x| <= (nmax+0.9)*|x|/amax (+ulps)
     // for live lanes (amax >= GROUP_MAX_EPS); all-zero lanes are discarded.
     let fast = allzero.or(nonfinite.cmp(zero, |a, b| a == b)).all();
-    let mut scale = suml2.cmp(zero, |a, b| a != b).sel(sumlx / suml2, zero);
-    let mut best = scale * sumlx;
-    for is in -9i32..=9 {
-        if is == 0 {
-            continue;
-        }
-        iscale = F::splat(-(nmaxf + 0.1f32 * is as f32)) / max;
-        let (sumlx, suml2) = if fast {
-            qx_sums::<W, T, true>(nmax, x, &w, &wx, iscale)
-        } else {
-            qx_sums::<W, T, false>(nmax, x, &w, &wx, iscale)
-        };
-        let acc = suml2.gt(zero).and((sumlx * sumlx).gt(best * suml2));
-        scale = acc.sel(sumlx / suml2, scale);
-        best = acc.sel(scale * sumlx, best);
-        acc_iscale = acc.sel(iscale, acc_iscale);
+    let scale = suml2.cmp(zero, |a, b| a != b).sel(sumlx / suml2, zero);
+    let mut st = QxState {
+        scale,
+        best: scale * sumlx,
+        acc_iscale: iscale,
+    };
+    if fast {
+        qx_candidates::<W, T, true>(&mut st, nmax, max, x, &w, &wx);
+    } else {
+        qx_candidates::<W, T, false>(&mut st, nmax, max, x, &w, &wx);
     }
-    (allzero.sel(zero, scale), acc_iscale, allzero)
+    (allzero.sel(zero, st.scale), st.acc_iscale, allzero)
 }
 
 /// `make_q3_quants(16, nmax, x, L, true)` for W sub-blocks: (scale, levels L in -nmax..nmax
