@@ -288,9 +288,11 @@ pub fn convert_compressed_tensors(
         let Some(l) = layout else {
             writer.write(&e.name, bytes)?;
             progress.advance(1, bytes.len() as u64);
+            model.release(bytes);
             continue;
         };
         let x = widen(e.dtype, bytes);
+        model.release(bytes);
         bufs.codes.clear();
         bufs.scales.clear();
         bufs.mins.clear();

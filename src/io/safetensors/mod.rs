@@ -140,6 +140,39 @@ impl SafetensorsModel {
         })
     }
 
+    /// Tells the OS that the pages of `bytes` (a tensor from [`Self::raw_tensors`]) will not be
+    /// read again, so a pass over a model larger than memory keeps only the current tensor's
+    /// pages in this process's resident set (the page cache keeps them for others).
+    pub fn release(&self, bytes: &[u8]) {
+        const PAGE: usize = 4096;
+        let start = bytes.as_ptr() as usize;
+        for shard in self.shards.iter() {
+            let base = shard.map.as_ptr() as usize;
+            if start < base || start + bytes.len() > base + shard.map.len() {
+                continue;
+            }
+            // Whole pages inside the tensor only: a neighbour's bytes stay mapped.
+            let from = (start - base).div_ceil(PAGE) * PAGE;
+            let to = (start - base + bytes.len()) / PAGE * PAGE;
+            if to > from {
+                #[cfg(unix)]
+                // SAFETY: the map is a read-only view of an unmodified file and no slice of these
+                // pages is used after this call (the caller is done with `bytes`); MADV_DONTNEED on
+                // a file mapping only drops the pages from this process, and a later read faults
+                // them in again from the file with the same contents.
+                #[allow(unsafe_code)]
+                let _ = unsafe {
+                    shard.map.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        from,
+                        to - from,
+                    )
+                };
+            }
+            return;
+        }
+    }
+
     /// Tensors that are not floats, which the rows skip: (name, dtype).
     pub fn skipped(&self) -> Vec<(String, String)> {
         self.shards
