@@ -64,7 +64,15 @@ def numpy_quantize(x: np.ndarray, scheme: str, g: int) -> tuple[np.ndarray, np.n
     """The vectorized numpy a user would write for the linear schemes (groups of g)."""
     bits = int(scheme[3])
     v = x.reshape(-1, g)
-    if scheme.endswith("_asym"):
+    if scheme.endswith("_zp"):
+        lo = np.minimum(v.min(axis=1, keepdims=True), 0)
+        hi = np.maximum(v.max(axis=1, keepdims=True), 0)
+        levels = (1 << bits) - 1
+        d = (hi - lo) / levels
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.where(d > 0, np.clip(round_away(-lo / d), 0, levels), 0)
+            q = np.where(d > 0, np.clip(round_away(v / d) + z, 0, levels), 0).astype(np.uint8)
+    elif scheme.endswith("_asym"):
         lo, hi = v.min(axis=1, keepdims=True), v.max(axis=1, keepdims=True)
         levels = (1 << bits) - 1
         d = (hi - lo) / levels

@@ -152,7 +152,9 @@ def main() -> None:
         print(f"generating {model} ...", flush=True)
         make_model(model, args.gb)
     size = dir_bytes(model)
-    subprocess.run([sys.executable, "-c", FLOOR, str(model), os.devnull, "0"], check=True)  # warm the cache
+    warm = args.dir / "warm.bin"
+    subprocess.run([sys.executable, "-c", FLOOR, str(model), str(warm), "0"], check=True)  # warm the cache
+    warm.unlink()
     out = args.dir / "out-arrowquant"
     rows = []
     for _ in range(args.reps):

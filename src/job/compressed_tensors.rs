@@ -15,9 +15,10 @@ use crate::error::{Error, Result};
 use crate::io::compressed_tensors::{
     self as ct, Args, Layout, Planned, ShardedWriter, quantization_config,
 };
-use crate::io::safetensors::{SafetensorsModel, element_size, widen};
+use crate::io::safetensors::{SafetensorsModel, element_size, widen_into};
 use crate::kernels::{
-    QuantizedBuffers, QuantizedRef, Scheme, quantize_into_parallel, stored_group_size,
+    KernelError, QuantizedBuffers, QuantizedRef, Scheme, effective_group_size, quantize_into,
+    stored_group_size,
 };
 use crate::options::{Group, QuantizeOptions};
 
@@ -52,6 +53,129 @@ pub struct ExportReport {
     pub dense: Vec<String>,
     /// The shard files written.
     pub shards: Vec<String>,
+}
+
+/// Elements widened to f32 at a time: a few MB, so the f32 copy stays in cache between the
+/// widening and the kernel instead of making a round trip through memory.
+const CHUNK_ELEMENTS: usize = 1 << 20;
+
+/// Why [`Quantizer::run`] failed.
+enum Chunked {
+    /// Reading the tensor's bytes.
+    Read(Error),
+    /// The kernel.
+    Kernel(KernelError),
+}
+
+/// The buffers one thread reuses from tensor to tensor: raw bytes, their f32 widening, and the
+/// quantized output of its share of the tensor.
+#[derive(Default)]
+struct Worker {
+    bytes: Vec<u8>,
+    x: Vec<f32>,
+    out: QuantizedBuffers,
+}
+
+impl Worker {
+    /// Quantizes elements `range` of a tensor of float dtype `dtype` (element size `size`),
+    /// whose bytes `read(offset, out)` gives, into `self.out` (cleared first): a chunk at a time
+    /// (whole groups of whole code bytes; `chunk` elements), read, widened to f32, quantized.
+    #[allow(clippy::too_many_arguments)] // one tensor's parameters
+    fn run(
+        &mut self,
+        dtype: safetensors::Dtype,
+        range: std::ops::Range<usize>,
+        chunk: usize,
+        read: &(dyn Fn(usize, &mut [u8]) -> Result<()> + Sync),
+        scheme: Scheme,
+        group: usize,
+        g: usize,
+    ) -> std::result::Result<(), Chunked> {
+        self.out.codes.clear();
+        self.out.scales.clear();
+        self.out.mins.clear();
+        let size = element_size(dtype).unwrap_or(4);
+        let mut start = range.start;
+        while start < range.end {
+            let n = chunk.min(range.end - start);
+            self.bytes.resize(n * size, 0);
+            read(start * size, &mut self.bytes).map_err(Chunked::Read)?;
+            widen_into(dtype, &self.bytes, &mut self.x);
+            quantize_into(&self.x, scheme, group, &mut self.out)
+                .map_err(|e| Chunked::Kernel(e.shifted(start, g)))?;
+            start += n;
+        }
+        Ok(())
+    }
+}
+
+/// Quantizes a tensor of `numel` elements of `dtype` on `workers.len()` threads, each reading,
+/// widening and quantizing its own contiguous share chunk by chunk, and gathers the pieces into
+/// `out` in order: the same bytes as quantizing the whole tensor at once. Per-tensor scaling
+/// needs every element in one group and runs on one thread.
+fn quantize_tensor(
+    dtype: safetensors::Dtype,
+    numel: usize,
+    read: &(dyn Fn(usize, &mut [u8]) -> Result<()> + Sync),
+    scheme: Scheme,
+    group: usize,
+    workers: &mut [Worker],
+    out: &mut QuantizedBuffers,
+) -> std::result::Result<(), Chunked> {
+    let g = effective_group_size(scheme, group, numel);
+    let per_tensor = scheme.block_size().is_none() && group == 0;
+    // Shares and chunks are whole groups of whole code bytes.
+    let unit = g / gcd(g, 4) * 4;
+    let chunk = if per_tensor {
+        numel.max(1)
+    } else {
+        (CHUNK_ELEMENTS / unit).max(1) * unit
+    };
+    let n = if per_tensor {
+        1
+    } else {
+        workers.len().clamp(1, numel.div_ceil(chunk).max(1))
+    };
+    let share = numel.div_ceil(n).div_ceil(unit) * unit;
+    let ranges: Vec<_> = (0..n)
+        .map(|k| (k * share).min(numel)..((k + 1) * share).min(numel))
+        .collect();
+    let Some((first, rest)) = workers.split_first_mut() else {
+        return Err(Chunked::Kernel(KernelError::Internal("no worker".into())));
+    };
+    let results: Vec<std::result::Result<(), Chunked>> = std::thread::scope(|s| {
+        let handles: Vec<_> = rest
+            .iter_mut()
+            .zip(ranges.iter().skip(1).cloned())
+            .map(|(w, r)| s.spawn(move || w.run(dtype, r, chunk, read, scheme, group, g)))
+            .collect();
+        let mut results = vec![first.run(dtype, ranges[0].clone(), chunk, read, scheme, group, g)];
+        for h in handles {
+            results.push(h.join().unwrap_or_else(|_| {
+                Err(Chunked::Kernel(KernelError::Internal(
+                    "a quantization thread panicked".into(),
+                )))
+            }));
+        }
+        results
+    });
+    // The error of the earliest share wins, as in a serial run.
+    for r in results {
+        r?;
+    }
+    out.codes.clear();
+    out.scales.clear();
+    out.mins.clear();
+    for w in &workers[..n] {
+        out.codes.extend_from_slice(&w.out.codes);
+        out.scales.extend_from_slice(&w.out.scales);
+        out.mins.extend_from_slice(&w.out.mins);
+    }
+    Ok(())
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 /// `*` and `?` wildcards over a whole name.
@@ -283,6 +407,7 @@ pub fn convert_compressed_tensors(
         n => n,
     };
     let mut bufs = QuantizedBuffers::default();
+    let mut workers: Vec<Worker> = (0..threads).map(|_| Worker::default()).collect();
     for ((e, bytes), layout) in model.raw_tensors().zip(&layouts) {
         let bytes = bytes?;
         let Some(l) = layout else {
@@ -291,18 +416,26 @@ pub fn convert_compressed_tensors(
             model.release(bytes);
             continue;
         };
-        let x = widen(e.dtype, bytes);
-        model.release(bytes);
-        bufs.codes.clear();
-        bufs.scales.clear();
-        bufs.mins.clear();
-        let group = opts.quantize.group_size(x.len(), Some(l.cols)).unwrap_or(0);
-        quantize_into_parallel(&x, scheme, group, &mut bufs, threads)
-            .map_err(|err| Error::Data(format!("layer '{}': quantize: {err}", e.name)))?;
+        let numel = l.rows * l.cols;
+        let group = opts.quantize.group_size(numel, Some(l.cols)).unwrap_or(0);
+        let read = |offset: usize, out: &mut [u8]| model.read_at(e, offset, out);
+        quantize_tensor(
+            e.dtype,
+            numel,
+            &read,
+            scheme,
+            group,
+            &mut workers,
+            &mut bufs,
+        )
+        .map_err(|err| match err {
+            Chunked::Read(err) => err,
+            Chunked::Kernel(err) => Error::Data(format!("layer '{}': quantize: {err}", e.name)),
+        })?;
         let q = QuantizedRef {
             scheme,
             group_size: stored_group_size(scheme, group),
-            numel: x.len(),
+            numel,
             codes: &bufs.codes,
             scales: &bufs.scales,
             mins: scheme.is_asymmetric().then_some(&bufs.mins[..]),
@@ -316,7 +449,7 @@ pub fn convert_compressed_tensors(
         {
             writer.write(&t.name, &data)?;
         }
-        progress.advance(1, x.len() as u64 * 4);
+        progress.advance(1, numel as u64 * 4);
     }
     report.shards = writer.finish()?;
     finish(out, input, config, &groups, &ignore)?;

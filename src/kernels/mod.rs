@@ -257,9 +257,18 @@ impl Part<'_> {
         } else {
             linear::quantize(self.x, scheme, group, self.codes, self.scales, self.mins)
         };
-        result.map_err(|e| match e {
+        result.map_err(|e| e.shifted(self.start, group))
+    }
+}
+
+impl KernelError {
+    /// The error of a piece that starts at element `start` of its tensor, with element, block and
+    /// group indices counted from the tensor's start instead (groups of `group` elements).
+    pub fn shifted(self, start: usize, group: usize) -> KernelError {
+        let group = group.max(1);
+        match self {
             KernelError::NonFinite { index, value } => KernelError::NonFinite {
-                index: index + self.start,
+                index: index + start,
                 value,
             },
             KernelError::ScaleOverflow {
@@ -268,7 +277,7 @@ impl Part<'_> {
                 scale,
             } => KernelError::ScaleOverflow {
                 scheme,
-                block: block + self.start / group,
+                block: block + start / group,
                 scale,
             },
             KernelError::RangeOverflow {
@@ -278,12 +287,12 @@ impl Part<'_> {
                 hi,
             } => KernelError::RangeOverflow {
                 scheme,
-                group: g + self.start / group,
+                group: g + start / group,
                 lo,
                 hi,
             },
             other => other,
-        })
+        }
     }
 }
 

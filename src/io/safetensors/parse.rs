@@ -56,6 +56,40 @@ pub fn element_size(d: Dtype) -> Option<usize> {
     }
 }
 
+/// Widens little-endian `bytes` of a float dtype to f32 into `out`, replacing its contents
+/// (left empty for other dtypes); reusing `out` spares a fresh allocation per tensor.
+pub fn widen_into(d: Dtype, bytes: &[u8], out: &mut Vec<f32>) {
+    // Sized first, then filled element by element from fixed-size chunks: loops the compiler
+    // vectorizes (an `extend` over a mapped iterator does not).
+    let Some(size) = element_size(d) else {
+        out.clear();
+        return;
+    };
+    out.resize(bytes.len() / size, 0.0);
+    match d {
+        Dtype::F32 => {
+            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
+        Dtype::BF16 => {
+            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16);
+            }
+        }
+        Dtype::F16 => {
+            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+            }
+        }
+        _ => {
+            for (o, v) in out.iter_mut().zip(widen(d, bytes)) {
+                *o = v;
+            }
+        }
+    }
+}
+
 /// Widens little-endian `bytes` of a float dtype to f32 (empty for other dtypes).
 pub fn widen(d: Dtype, bytes: &[u8]) -> Vec<f32> {
     match d {
