@@ -18,8 +18,8 @@ use crate::error::{Error, Result};
 /// Largest Parquet row group the jobs write, in bytes.
 pub const ROW_GROUP_BYTES: usize = 128 * 1024 * 1024;
 
-/// A temporary file in `target`'s directory, named after it, for [`commit`].
-pub fn temp_beside(target: &Path) -> Result<NamedTempFile> {
+/// `target`'s directory (`.` for a bare name) and its file name.
+fn dir_and_name(target: &Path) -> (PathBuf, String) {
     let dir = match target.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -28,6 +28,22 @@ pub fn temp_beside(target: &Path) -> Result<NamedTempFile> {
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
+    (dir, name)
+}
+
+/// A temporary directory beside `target`, named after it (hidden), for outputs that are a
+/// directory: built there, then renamed to `target`.
+pub fn temp_dir_beside(target: &Path) -> Result<tempfile::TempDir> {
+    let (dir, name) = dir_and_name(target);
+    tempfile::Builder::new()
+        .prefix(&format!(".{name}.arrowquant-"))
+        .tempdir_in(&dir)
+        .map_err(Error::io(&dir))
+}
+
+/// A temporary file in `target`'s directory, named after it, for [`commit`].
+pub fn temp_beside(target: &Path) -> Result<NamedTempFile> {
+    let (dir, name) = dir_and_name(target);
     let mut builder = tempfile::Builder::new();
     // The final file gets the permissions of one made by `File::create` (0666 less the umask
     // on Unix), not tempfile's private 0600.

@@ -234,18 +234,7 @@ impl OutputDir {
                 target.display()
             )));
         }
-        let parent = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default();
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!(".{name}.arrowquant-"))
-            .tempdir_in(&parent)
-            .map_err(Error::io(&parent))?;
+        let tmp = crate::io::output::temp_dir_beside(target)?;
         Ok(Self {
             tmp,
             target: target.to_path_buf(),
@@ -538,6 +527,21 @@ fn matrix(name: &str, shape_i64: Option<Vec<i64>>) -> Result<[usize; 2]> {
     }
 }
 
+/// The `q` column of a q-table batch, and its `weights` column when it has one.
+fn q_and_weights(
+    batch: &datafusion::arrow::array::RecordBatch,
+) -> Result<(crate::array::QRows, Option<crate::array::WeightRows>)> {
+    use crate::array::{Q, QRows, WEIGHTS, WeightRows};
+    let q = batch
+        .column_by_name(Q)
+        .ok_or_else(|| Error::Schema(format!("a q table needs the column '{Q}'")))?;
+    let weights = batch
+        .column_by_name(WEIGHTS)
+        .map(|w| WeightRows::try_new(WEIGHTS, w))
+        .transpose()?;
+    Ok((QRows::try_new(Q, q)?, weights))
+}
+
 /// `convert Q.parquet OUT_DIR --format compressed-tensors --config-from MODEL_DIR`: writes an
 /// already quantized `q` table (from `convert`) as a compressed-tensors model, mapping each `q`
 /// exactly (nothing is requantized); rows without `q` are written densely from `weights`
@@ -553,7 +557,7 @@ pub async fn export_q_table(
     use datafusion::arrow::datatypes::Int64Type;
     use futures::StreamExt;
 
-    use crate::array::{LAYER_NAME, Q, QRows, SHAPE, WEIGHTS, WeightRows};
+    use crate::array::{LAYER_NAME, Q, SHAPE};
 
     let config = read_config(model_dir)?;
     super::check_paths(input, output, opts.overwrite)?;
@@ -575,7 +579,6 @@ pub async fn export_q_table(
             )));
         }
     }
-    let has_weights = schema.column_with_name(WEIGHTS).is_some();
     let shapes = |batch: &datafusion::arrow::array::RecordBatch, i: usize| -> Option<Vec<i64>> {
         let col = batch.column_by_name(SHAPE)?;
         let list = col.as_list_opt::<i32>()?;
@@ -605,16 +608,7 @@ pub async fn export_q_table(
             &datafusion::arrow::datatypes::DataType::Utf8,
         )?;
         let names = names.as_string::<i32>();
-        let q = QRows::try_new(
-            Q,
-            batch
-                .column_by_name(Q)
-                .ok_or_else(|| Error::Schema("q".into()))?,
-        )?;
-        let weights = match batch.column_by_name(WEIGHTS) {
-            Some(w) if has_weights => Some(WeightRows::try_new(WEIGHTS, w)?),
-            _ => None,
-        };
+        let (q, weights) = q_and_weights(&batch)?;
         for i in 0..batch.num_rows() {
             let name = names.value(i).to_string();
             let module = name.strip_suffix(".weight").unwrap_or(&name).to_string();
@@ -683,16 +677,7 @@ pub async fn export_q_table(
     let mut stream = df.execute_stream().await?;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
-        let q = QRows::try_new(
-            Q,
-            batch
-                .column_by_name(Q)
-                .ok_or_else(|| Error::Schema("q".into()))?,
-        )?;
-        let weights = match batch.column_by_name(WEIGHTS) {
-            Some(w) if has_weights => Some(WeightRows::try_new(WEIGHTS, w)?),
-            _ => None,
-        };
+        let (q, weights) = q_and_weights(&batch)?;
         for i in 0..batch.num_rows() {
             let Some(row) = planned.next() else {
                 return Err(Error::Data(format!(
