@@ -17,8 +17,7 @@ use crate::io::compressed_tensors::{
 };
 use crate::io::safetensors::{SafetensorsModel, element_size, widen_into};
 use crate::kernels::{
-    KernelError, QuantizedBuffers, QuantizedRef, Scheme, effective_group_size, quantize_into,
-    stored_group_size,
+    KernelError, QuantizedBuffers, Scheme, effective_group_size, quantize_into, stored_group_size,
 };
 use crate::options::{Group, QuantizeOptions};
 
@@ -453,22 +452,12 @@ pub fn convert_compressed_tensors(
                         Error::Data(format!("layer '{}': quantize: {err}", e.name))
                     }
                 })?;
-                let q = QuantizedRef {
-                    scheme,
-                    group_size: stored_group_size(scheme, group),
-                    numel,
-                    codes: &bufs.codes,
-                    scales: &bufs.scales,
-                    mins: scheme.is_asymmetric().then_some(&bufs.mins[..]),
-                };
-                let packed = ct::pack::pack(&q, l)
-                    .map_err(|why| Error::Data(format!("tensor '{}': {why}", e.name)))?;
+                let q = bufs.view(scheme, group, numel);
                 let module = e.name.strip_suffix(".weight").unwrap_or(&e.name);
-                for (t, data) in ct::planned(module, l)
-                    .into_iter()
-                    .zip(ct::tensor_bytes(packed, l))
-                {
-                    if send.send((t.name, Piece::Owned(data))).is_err() {
+                let tensors = ct::packed_tensors(module, &q, l)
+                    .map_err(|why| Error::Data(format!("tensor '{}': {why}", e.name)))?;
+                for (name, data) in tensors {
+                    if send.send((name, Piece::Owned(data))).is_err() {
                         return Ok(());
                     }
                 }
@@ -693,14 +682,11 @@ pub async fn export_q_table(
                         .ok_or_else(|| {
                             Error::Data(format!("{}: changed while being read", input.display()))
                         })?;
-                    let packed = ct::pack::pack(&qr, l)
-                        .map_err(|why| Error::Data(format!("layer '{}': {why}", row.name)))?;
                     let module = row.name.strip_suffix(".weight").unwrap_or(&row.name);
-                    for (t, data) in ct::planned(module, l)
-                        .iter()
-                        .zip(ct::tensor_bytes(packed, l))
-                    {
-                        writer.write(&t.name, &data)?;
+                    let tensors = ct::packed_tensors(module, &qr, l)
+                        .map_err(|why| Error::Data(format!("layer '{}': {why}", row.name)))?;
+                    for (name, data) in tensors {
+                        writer.write(&name, &data)?;
                     }
                     progress.advance(1, qr.numel as u64 * 4);
                 }

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::io::gguf::{GgufModel, GgufWriter, Value, type_name};
 use crate::io::output::{commit, temp_beside};
 use crate::kernels::{
-    QuantizedBuffers, QuantizedRef, Scheme, gguf_blocks_into, q5_blocks, quantize_into_parallel,
+    QuantizedBuffers, Scheme, gguf_blocks_into, q5_blocks, quantize_into_parallel,
 };
 
 /// llama.cpp's per-tensor type rules for its presets, as SQL over `tensors(layer_name, shape)`
@@ -382,14 +382,7 @@ pub async fn convert_gguf(
                 };
                 quantize_into_parallel(&weights, scheme, 0, &mut q, threads)
                     .map_err(|e| Error::Data(format!("tensor '{}' as {scheme}: {e}", info.name)))?;
-                let r = QuantizedRef {
-                    scheme,
-                    group_size: scheme.block_size().unwrap_or(0),
-                    numel: weights.len(),
-                    codes: &q.codes,
-                    scales: &q.scales,
-                    mins: scheme.is_asymmetric().then_some(&q.mins[..]),
-                };
+                let r = q.view(scheme, 0, weights.len());
                 bytes.clear();
                 gguf_blocks_into(&r, &mut bytes)
                     .map_err(|e| Error::Data(format!("tensor '{}': {e}", info.name)))?;

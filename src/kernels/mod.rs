@@ -121,6 +121,21 @@ pub struct QuantizedBuffers {
     pub mins: Vec<f32>,
 }
 
+impl QuantizedBuffers {
+    /// The buffers as one quantized tensor, when they hold exactly one (from an empty start):
+    /// `group_size` as [`stored_group_size`] gives it, mins only for schemes that have them.
+    pub fn view(&self, scheme: Scheme, group_size: usize, numel: usize) -> QuantizedRef<'_> {
+        QuantizedRef {
+            scheme,
+            group_size: stored_group_size(scheme, group_size),
+            numel,
+            codes: &self.codes,
+            scales: &self.scales,
+            mins: scheme.is_asymmetric().then_some(&self.mins[..]),
+        }
+    }
+}
+
 /// The number of elements per group that `scheme` uses for a tensor of `numel` elements when
 /// asked for `group_size` (0 = one group per tensor). Never 0.
 pub fn effective_group_size(scheme: Scheme, group_size: usize, numel: usize) -> usize {

@@ -98,16 +98,22 @@ pub fn planned(module: &str, l: &Layout) -> Vec<Planned> {
     out
 }
 
-/// The bytes of [`planned`]'s tensors, in the same order.
-pub fn tensor_bytes(p: Packed, l: &Layout) -> Vec<Vec<u8>> {
-    let mut out = vec![p.packed, p.scale];
-    if let Some(z) = p.zero_point {
-        out.push(z);
-    }
+/// [`planned`]'s tensors of module `module` with their bytes, in the same order: `q` mapped
+/// onto layout `l` by [`pack::pack`] (an error message when it cannot be, exactly).
+pub fn packed_tensors(
+    module: &str,
+    q: &crate::kernels::QuantizedRef<'_>,
+    l: &Layout,
+) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let p = pack::pack(q, l)?;
     let shape: Vec<u8> = [l.rows as i64, l.cols as i64]
         .iter()
         .flat_map(|v| v.to_le_bytes())
         .collect();
-    out.push(shape);
-    out
+    let bytes = [Some(p.packed), Some(p.scale), p.zero_point, Some(shape)];
+    Ok(planned(module, l)
+        .into_iter()
+        .map(|t| t.name)
+        .zip(bytes.into_iter().flatten())
+        .collect())
 }

@@ -28,6 +28,8 @@ use crate::error::{Error, Result};
 #[derive(Debug)]
 struct Shard {
     path: PathBuf,
+    /// The open file, for `pread` ([`SafetensorsModel::read_at`]).
+    file: File,
     map: Mmap,
     entries: Vec<Entry>,
 }
@@ -49,11 +51,12 @@ pub fn schema() -> SchemaRef {
 }
 
 #[allow(unsafe_code)]
-fn map_file(path: &Path) -> Result<Mmap> {
+fn map_file(path: &Path) -> Result<(File, Mmap)> {
     let file = File::open(path).map_err(Error::io(path))?;
     // SAFETY: read-only map of a model file. If another process truncates it while we read,
     // the OS raises SIGBUS: the same contract as every mmap-based model loader (safetensors').
-    unsafe { Mmap::map(&file) }.map_err(Error::io(path))
+    let map = unsafe { Mmap::map(&file) }.map_err(Error::io(path))?;
+    Ok((file, map))
 }
 
 /// The files of a model: `path` itself, or the shards of a directory (those named by
@@ -109,11 +112,12 @@ impl SafetensorsModel {
     pub fn open(path: &Path) -> Result<Self> {
         let mut shards = Vec::new();
         for file in model_files(path)? {
-            let map = map_file(&file)?;
+            let (handle, map) = map_file(&file)?;
             let entries = parse::entries(&map)
                 .map_err(|e| Error::Data(format!("{}: {e}", file.display())))?;
             shards.push(Shard {
                 path: file,
+                file: handle,
                 map,
                 entries,
             });
@@ -162,8 +166,9 @@ impl SafetensorsModel {
                 e.name
             )));
         }
-        let file = File::open(&shard.path).map_err(Error::io(&shard.path))?;
-        file.read_exact_at(out, (e.start + offset) as u64)
+        shard
+            .file
+            .read_exact_at(out, (e.start + offset) as u64)
             .map_err(Error::io(&shard.path))
     }
 
