@@ -3,6 +3,7 @@
 //! output that appears atomically.
 
 pub mod compressed_tensors;
+pub mod fast_parquet;
 pub mod gguf;
 pub mod output;
 pub mod parquet_source;

@@ -21,9 +21,10 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 
 use crate::error::{Error, Result};
+use crate::io::fast_parquet::RowGroupBatches;
 
 /// One row group of one file.
 #[derive(Debug, Clone)]
@@ -47,9 +48,9 @@ pub fn parquet_files(input: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Opens a Parquet file and reads its footer; a 0-byte or truncated file is an error naming it.
-fn open(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
+pub fn open(path: &Path) -> Result<ArrowReaderMetadata> {
     let file = File::open(path).map_err(Error::io(path))?;
-    ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| {
+    ArrowReaderMetadata::load(&file, ArrowReaderOptions::default()).map_err(|e| {
         Error::Data(format!(
             "{}: not a readable Parquet file: {e}",
             path.display()
@@ -70,10 +71,10 @@ pub fn register_streaming(
     let mut schema: Option<SchemaRef> = None;
     let mut units = Vec::new();
     for path in &files {
-        let builder = open(path)?;
+        let footer = open(path)?;
         // Metadata (pyarrow's pandas and ARROW:schema keys) differs between writers; the
         // columns are what must agree.
-        let found = Arc::new(Schema::new(builder.schema().fields().clone()));
+        let found = Arc::new(Schema::new(footer.schema().fields().clone()));
         match &schema {
             None => schema = Some(Arc::clone(&found)),
             Some(first) if first.fields() != found.fields() => {
@@ -90,7 +91,7 @@ pub fn register_streaming(
             Some(_) => {}
         }
         units.extend(
-            (0..builder.metadata().num_row_groups()).map(|row_group| Unit {
+            (0..footer.metadata().num_row_groups()).map(|row_group| Unit {
                 path: path.clone(),
                 row_group,
             }),
@@ -125,12 +126,17 @@ pub fn register_streaming(
 pub fn total_rows(input: &Path) -> Result<u64> {
     let mut rows = 0;
     for path in parquet_files(input)? {
-        rows += open(&path)?.metadata().file_metadata().num_rows().max(0) as u64;
+        rows += open(&path)?
+            .metadata()
+            .file_metadata()
+            .num_rows()
+            .max(0) as u64;
     }
     Ok(rows)
 }
 
-/// Reads one row group of a file `batch_size` rows at a time, handing each batch
+/// Reads one row group of a file `batch_size` rows at a time (weight columns through
+/// [`crate::io::fast_parquet`]), handing each batch
 /// to `f` until it returns false; returns whether `f` wanted more. Errors name the file.
 fn read(
     path: &Path,
@@ -138,15 +144,9 @@ fn read(
     batch_size: usize,
     mut f: impl FnMut(RecordBatch) -> Result<bool>,
 ) -> Result<bool> {
-    let place = format!("{}: row group {row_group}", path.display());
-    let reader = open(path)?
-        .with_batch_size(batch_size)
-        .with_row_groups(vec![row_group])
-        .build()
-        .map_err(|e| Error::Data(format!("{place}: {e}")))?;
+    let reader = RowGroupBatches::try_new(path, open(path)?, row_group, batch_size, true)?;
     for batch in reader {
-        let batch = batch.map_err(|e| Error::Data(format!("{place}: {e}")))?;
-        if !f(batch)? {
+        if !f(batch?)? {
             return Ok(false);
         }
     }
