@@ -126,11 +126,7 @@ pub fn register_streaming(
 pub fn total_rows(input: &Path) -> Result<u64> {
     let mut rows = 0;
     for path in parquet_files(input)? {
-        rows += open(&path)?
-            .metadata()
-            .file_metadata()
-            .num_rows()
-            .max(0) as u64;
+        rows += open(&path)?.metadata().file_metadata().num_rows().max(0) as u64;
     }
     Ok(rows)
 }

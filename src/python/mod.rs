@@ -407,6 +407,17 @@ fn speed_of_light(py: Python<'_>, array: PyArray, threads: usize) -> PyResult<us
     Ok(written)
 }
 
+/// A Parquet file or directory read whole; `list<float>` columns through the fast path unless
+/// `fast` is false (the parquet crate's generic reader, for comparison).
+#[pyfunction]
+#[pyo3(signature = (path, fast = true))]
+fn read_parquet(py: Python<'_>, path: std::path::PathBuf, fast: bool) -> PyResult<PyTable> {
+    let (schema, batches) = py
+        .detach(|| crate::io::fast_parquet::read_all(&path, 1024, fast))
+        .map_err(|e| to_py(py, e))?;
+    PyTable::try_new(batches, schema)
+}
+
 /// The native module behind the `arrowquant` package.
 #[pymodule]
 fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -424,6 +435,7 @@ fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(weights_values_address, m)?)?;
     m.add_function(wrap_pyfunction!(cli_main, m)?)?;
     m.add_function(wrap_pyfunction!(convert, m)?)?;
+    m.add_function(wrap_pyfunction!(read_parquet, m)?)?;
     m.add_function(wrap_pyfunction!(convert_compressed_tensors, m)?)?;
     m.add_function(wrap_pyfunction!(passthrough, m)?)?;
     m.add_function(wrap_pyfunction!(summarize, m)?)?;

@@ -47,13 +47,27 @@ fn varint(data: &[u8], pos: &mut usize) -> Result<u64, String> {
 /// before `n` values is an error.
 pub fn decode_runs(data: &[u8], bit_width: u8, n: usize, out: &mut Vec<Run>) -> Result<(), String> {
     out.clear();
+    for_each_run(data, bit_width, n, |value, count| {
+        push(out, value, count);
+        Ok(())
+    })
+}
+
+/// Calls `f(value, count)` for each run of the `n` values of `bit_width` bits in `data` (a
+/// bit-packed value is a run of one), in order; stops at `f`'s first error.
+pub fn for_each_run(
+    data: &[u8],
+    bit_width: u8,
+    n: usize,
+    mut f: impl FnMut(u32, u32) -> Result<(), String>,
+) -> Result<(), String> {
     if bit_width > 32 {
         return Err(format!("bit width {bit_width} is more than 32"));
     }
     if bit_width == 0 {
         // Every value is 0 and nothing is stored.
         if n > 0 {
-            push(out, 0, n as u32);
+            f(0, n as u32)?;
         }
         return Ok(());
     }
@@ -78,12 +92,14 @@ pub fn decode_runs(data: &[u8], bit_width: u8, n: usize, out: &mut Vec<Run>) -> 
                 .rev()
                 .fold(0u32, |v, &b| (v << 8) | u32::from(b));
             if value > mask {
-                return Err(format!("a run value {value} needs more than {bit_width} bits"));
+                return Err(format!(
+                    "a run value {value} needs more than {bit_width} bits"
+                ));
             }
             if count == 0 {
                 continue;
             }
-            push(out, value, count as u32);
+            f(value, count as u32)?;
             left -= count;
         } else {
             // Bit-packed groups of 8 values, least significant bit first.
@@ -101,7 +117,7 @@ pub fn decode_runs(data: &[u8], bit_width: u8, n: usize, out: &mut Vec<Run>) -> 
                 let avail = &packed[bit / 8..(bit / 8 + 8).min(packed.len())];
                 word[..avail.len()].copy_from_slice(avail);
                 let v = (u64::from_le_bytes(word) >> (bit % 8)) as u32 & mask;
-                push(out, v, 1);
+                f(v, 1)?;
             }
             left -= count;
         }

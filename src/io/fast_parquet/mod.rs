@@ -29,6 +29,76 @@ use parquet::file::serialized_reader::SerializedRowGroupReader;
 use self::read::{ListColumnReader, Step, fast_item_width};
 use crate::error::{Error, Result};
 
+/// Page buffers handed back after use, so that the next pages are read into memory that is
+/// already mapped: a fresh buffer per 1 MiB page costs 256 page faults, more than the read.
+type Pool = Arc<std::sync::Mutex<Vec<Vec<u8>>>>;
+
+/// A page buffer that goes back to its pool when the last `Bytes` slicing it is dropped.
+struct Pooled {
+    buf: Vec<u8>,
+    pool: Pool,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let Ok(mut pool) = self.pool.lock()
+            && pool.len() < 8
+        {
+            pool.push(std::mem::take(&mut self.buf));
+        }
+    }
+}
+
+/// A file whose pages are read into pooled buffers.
+struct PooledFile {
+    file: File,
+    pool: Pool,
+}
+
+impl parquet::file::reader::Length for PooledFile {
+    fn len(&self) -> u64 {
+        parquet::file::reader::Length::len(&self.file)
+    }
+}
+
+impl parquet::file::reader::ChunkReader for PooledFile {
+    type T = <File as parquet::file::reader::ChunkReader>::T;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        self.file.get_read(start)
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
+        use std::io::{Read, Seek};
+        let mut buf = self
+            .pool
+            .lock()
+            .ok()
+            .and_then(|mut p| p.pop())
+            .unwrap_or_default();
+        buf.clear();
+        buf.reserve(length);
+        let mut file = self.file.try_clone()?;
+        file.seek(std::io::SeekFrom::Start(start))?;
+        let read = file.take(length as u64).read_to_end(&mut buf)?;
+        if read != length {
+            return Err(parquet::errors::ParquetError::EOF(format!(
+                "expected {length} bytes at offset {start}, read {read}"
+            )));
+        }
+        Ok(bytes::Bytes::from_owner(Pooled {
+            buf,
+            pool: Arc::clone(&self.pool),
+        }))
+    }
+}
+
 /// Where one column of the output comes from.
 enum Source {
     /// Column `.0` of the generic reader's batch of the other columns.
@@ -89,8 +159,12 @@ impl RowGroupBatches {
                 l.push(leaf);
             }
         }
+        let pooled = PooledFile {
+            file: file.try_clone().map_err(Error::io(path))?,
+            pool: Pool::default(),
+        };
         let chunks = SerializedRowGroupReader::new(
-            Arc::new(file.try_clone().map_err(Error::io(path))?),
+            Arc::new(pooled),
             rg,
             None,
             Arc::new(parquet::file::properties::ReaderProperties::builder().build()),
@@ -103,8 +177,19 @@ impl RowGroupBatches {
                     let column = descr.column(*leaf);
                     match fast_item_width(field.data_type(), &column) {
                         Some(width) => {
-                            let pages = chunks.get_column_page_reader(*leaf).map_err(|e| data(&e))?;
-                            ListColumnReader::new(pages, field.data_type().clone(), &column, width)
+                            let pages =
+                                chunks.get_column_page_reader(*leaf).map_err(|e| data(&e))?;
+                            // Levels per row: about the values per row of a weight column.
+                            let hint = rg.column(*leaf).num_values().max(0) as usize
+                                / (rg.num_rows().max(1) as usize);
+                            ListColumnReader::with_row_hint(
+                                pages,
+                                field.data_type().clone(),
+                                &column,
+                                width,
+                                hint.min(1 << 28),
+                                rg.num_rows().max(0) as usize,
+                            )
                         }
                         None => None,
                     }
@@ -158,7 +243,10 @@ impl RowGroupBatches {
 
     /// The generic reader of `roots`, from row `from` of the row group on.
     fn generic(&self, roots: Vec<usize>, from: usize) -> Result<ParquetRecordBatchReader> {
-        let file = self.file.try_clone().map_err(|e| Error::Data(format!("{}: {e}", self.place)))?;
+        let file = self
+            .file
+            .try_clone()
+            .map_err(|e| Error::Data(format!("{}: {e}", self.place)))?;
         let descr = self.metadata.metadata().file_metadata().schema_descr();
         let mask = ProjectionMask::roots(descr, roots);
         let selection = RowSelection::from(vec![
@@ -191,7 +279,9 @@ impl RowGroupBatches {
         };
         let n = other
             .as_ref()
-            .map_or((self.num_rows - self.row).min(self.batch_size), |b| b.num_rows());
+            .map_or((self.num_rows - self.row).min(self.batch_size), |b| {
+                b.num_rows()
+            });
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.sources.len());
         for root in 0..self.sources.len() {
             let name = self.schema.field(root).name();
@@ -231,10 +321,46 @@ impl RowGroupBatches {
     }
 }
 
+/// Every row group of IN (a Parquet file or a directory of them) read whole, `batch_size` rows
+/// per batch, with or without the fast path: `read_parquet` in Python.
+pub fn read_all(
+    input: &Path,
+    batch_size: usize,
+    fast: bool,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let mut schema = None;
+    let mut batches = Vec::new();
+    for path in crate::io::parquet_source::parquet_files(input)? {
+        let footer = crate::io::parquet_source::open(&path)?;
+        let file_schema = Arc::clone(footer.schema());
+        if let Some(first) = &schema
+            && first != &file_schema
+        {
+            return Err(Error::Schema(format!(
+                "{}: its schema differs from the first file's",
+                path.display()
+            )));
+        }
+        for rg in 0..footer.metadata().num_row_groups() {
+            for b in RowGroupBatches::try_new(&path, footer.clone(), rg, batch_size, fast)? {
+                batches.push(b?);
+            }
+        }
+        schema.get_or_insert(file_schema);
+    }
+    let schema = schema
+        .ok_or_else(|| Error::Data(format!("{}: no *.parquet files in it", input.display())))?;
+    Ok((schema, batches))
+}
+
 /// The only column of a one-column generic reader's next batch.
 fn next_column(r: &mut ParquetRecordBatchReader) -> std::result::Result<ArrayRef, String> {
     match r.next() {
-        Some(Ok(b)) => b.columns().first().cloned().ok_or_else(|| "no column".into()),
+        Some(Ok(b)) => b
+            .columns()
+            .first()
+            .cloned()
+            .ok_or_else(|| "no column".into()),
         Some(Err(e)) => Err(e.to_string()),
         None => Err("ended before the row group's rows".into()),
     }

@@ -3,15 +3,15 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, GenericListArray, OffsetSizeTrait, make_array};
-use arrow::buffer::{BooleanBuffer, Buffer, MutableBuffer, NullBuffer, OffsetBuffer};
 use arrow::array::ArrayData;
+use arrow::array::{ArrayRef, GenericListArray, OffsetSizeTrait, make_array};
+use arrow::buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer};
 use arrow::datatypes::{DataType, FieldRef};
 use parquet::basic::{Encoding, LogicalType, Type as PhysicalType};
 use parquet::column::page::{Page, PageReader};
 use parquet::schema::types::ColumnDescriptor;
 
-use super::levels::{Run, bit_width, decode_runs};
+use super::levels::{Run, bit_width, decode_runs, for_each_run};
 
 /// Why a column chunk leaves the fast path (read on by the generic reader from the batch that
 /// met it).
@@ -118,8 +118,13 @@ pub struct ListColumnReader {
     page: PageCursor,
     open: Option<Open>,
     finished: bool,
+    /// The chunk's values per row on average, in bytes, and the rows not yet read: the first
+    /// reservation of a batch is its rows' share.
+    row_bytes_hint: usize,
+    rows_left: usize,
+    batch_hint: usize,
     // The batch being built.
-    values: MutableBuffer,
+    values: Vec<u8>,
     offsets: Vec<i64>,
     valid: Vec<bool>,
     any_null: bool,
@@ -142,6 +147,19 @@ impl ListColumnReader {
         descr: &ColumnDescriptor,
         width: usize,
     ) -> Option<Self> {
+        Self::with_row_hint(pages, data_type, descr, width, 0, 0)
+    }
+
+    /// [`Self::new`] for a chunk of `rows` rows of about `row_values` values each (the first
+    /// reservation of a batch).
+    pub fn with_row_hint(
+        pages: Box<dyn PageReader>,
+        data_type: DataType,
+        descr: &ColumnDescriptor,
+        width: usize,
+        row_values: usize,
+        rows: usize,
+    ) -> Option<Self> {
         let item = match &data_type {
             DataType::List(f) | DataType::LargeList(f) => Arc::clone(f),
             _ => return None,
@@ -159,7 +177,10 @@ impl ListColumnReader {
             page: PageCursor::default(),
             open: None,
             finished: false,
-            values: MutableBuffer::new(0),
+            row_bytes_hint: row_values.saturating_mul(width),
+            rows_left: rows,
+            batch_hint: 0,
+            values: Vec::new(),
             offsets: vec![0],
             valid: Vec::new(),
             any_null: false,
@@ -238,7 +259,9 @@ impl ListColumnReader {
                 Encoding::PLAIN => values,
                 Encoding::BYTE_STREAM_SPLIT => match unsplit(&values, count, self.width) {
                     Some(v) => v,
-                    None => return Err("a BYTE_STREAM_SPLIT page is shorter than its values".into()),
+                    None => {
+                        return Err("a BYTE_STREAM_SPLIT page is shorter than its values".into());
+                    }
                 },
                 Encoding::RLE_DICTIONARY | Encoding::PLAIN_DICTIONARY => {
                     let Some(dict) = &self.dict else {
@@ -270,6 +293,18 @@ impl ListColumnReader {
         let Some(src) = self.page.values.get(self.page.vpos..self.page.vpos + len) else {
             return Err("a data page has fewer values than its levels say".into());
         };
+        if self.values.capacity() - self.values.len() < len {
+            // The average row first, then doubling (a copy when realloc cannot remap), and
+            // huge pages for the fresh memory: a weight row is tens of MiB, and 4 KiB page
+            // faults would cost more than the copy.
+            let want = if self.values.is_empty() {
+                self.batch_hint
+            } else {
+                self.values.len()
+            };
+            self.values.reserve(len.max(want));
+            crate::mem::advise_huge_pages(&mut self.values);
+        }
         self.values.extend_from_slice(src);
         self.page.vpos += len;
         Ok(())
@@ -277,6 +312,10 @@ impl ListColumnReader {
 
     /// The next `n` rows (fewer only at the end of the chunk).
     pub fn next_rows(&mut self, n: usize) -> Result<Step, String> {
+        self.batch_hint = self
+            .row_bytes_hint
+            .saturating_mul(n.min(self.rows_left).max(1));
+        self.rows_left = self.rows_left.saturating_sub(n);
         let mut rows = 0;
         'rows: while rows < n {
             let Some((rep, def, count)) = self.page.peek() else {
@@ -311,7 +350,9 @@ impl ListColumnReader {
                     } else if def < self.def_empty {
                         Open::Null
                     } else {
-                        return Ok(Step::Unsupported(Unsupported("a null inside a list".into())));
+                        return Ok(Step::Unsupported(Unsupported(
+                            "a null inside a list".into(),
+                        )));
                     });
                 }
             } else if def == self.max_def {
@@ -321,7 +362,9 @@ impl ListColumnReader {
                 self.copy_values(count)?;
                 self.page.advance(count);
             } else {
-                return Ok(Step::Unsupported(Unsupported("a null inside a list".into())));
+                return Ok(Step::Unsupported(Unsupported(
+                    "a null inside a list".into(),
+                )));
             }
         }
         Ok(Step::Rows(self.take_batch()?))
@@ -329,15 +372,24 @@ impl ListColumnReader {
 
     /// The rows gathered so far as an array, and a fresh batch.
     fn take_batch(&mut self) -> Result<ArrayRef, String> {
-        let values = std::mem::replace(&mut self.values, MutableBuffer::new(0));
+        let mut values = std::mem::take(&mut self.values);
+        if values.capacity() > values.len() + (values.len() >> 3) + 4096 {
+            values.shrink_to_fit();
+        }
         let offsets = std::mem::replace(&mut self.offsets, vec![0]);
         let valid = std::mem::take(&mut self.valid);
-        let nulls = std::mem::take(&mut self.any_null)
-            .then(|| NullBuffer::new(BooleanBuffer::from(valid)));
+        let nulls =
+            std::mem::take(&mut self.any_null).then(|| NullBuffer::new(BooleanBuffer::from(valid)));
         let len = values.len() / self.width;
+        let mut values = Buffer::from_vec(values);
+        if values.as_ptr().align_offset(self.width) != 0 {
+            // The allocator gave bytes an alignment below the item's (no allocator in use
+            // does): copy into arrow's 64-byte aligned memory.
+            values = Buffer::from_slice_ref(values.as_slice());
+        }
         let items = ArrayData::builder(self.item.data_type().clone())
             .len(len)
-            .add_buffer(Buffer::from(values))
+            .add_buffer(values)
             .build()
             .map_err(|e| e.to_string())?;
         let items = make_array(items);
@@ -383,32 +435,25 @@ fn unsplit(split: &[u8], count: usize, width: usize) -> Option<bytes::Bytes> {
 }
 
 /// Dictionary indices (bit width byte, then RLE/bit-packed hybrid) gathered into plain bytes.
-fn gather(
-    dict: &[u8],
-    data: &[u8],
-    count: usize,
-    width: usize,
-) -> Result<bytes::Bytes, String> {
+fn gather(dict: &[u8], data: &[u8], count: usize, width: usize) -> Result<bytes::Bytes, String> {
     let mut out = Vec::with_capacity(count * width);
     if count > 0 {
         let (&bits, indices) = data
             .split_first()
             .ok_or("a dictionary-encoded page has no bit width")?;
-        let mut runs = Vec::new();
-        decode_runs(indices, bits, count, &mut runs)?;
-        for run in runs {
-            let start = run.value as usize * width;
+        for_each_run(indices, bits, count, |index, count| {
+            let start = index as usize * width;
             let Some(value) = dict.get(start..start + width) else {
                 return Err(format!(
-                    "dictionary index {} is past the dictionary's {} values",
-                    run.value,
+                    "dictionary index {index} is past the dictionary's {} values",
                     dict.len() / width
                 ));
             };
-            for _ in 0..run.count {
+            for _ in 0..count {
                 out.extend_from_slice(value);
             }
-        }
+            Ok(())
+        })?;
     }
     Ok(out.into())
 }

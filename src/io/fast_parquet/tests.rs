@@ -33,11 +33,17 @@ fn values(n: usize, bits: u8, seed: u64) -> ArrayRef {
     let x: Vec<f64> = (0..n as u64)
         .map(|i| {
             let h = (i ^ seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
-            if i < 64 { (i % 5) as f64 - 2.0 } else { h as f64 / 1e5 - 80.0 }
+            if i < 64 {
+                (i % 5) as f64 - 2.0
+            } else {
+                h as f64 / 1e5 - 80.0
+            }
         })
         .collect();
     match bits {
-        16 => Arc::new(Float16Array::from_iter_values(x.iter().map(|&v| f16::from_f64(v)))),
+        16 => Arc::new(Float16Array::from_iter_values(
+            x.iter().map(|&v| f16::from_f64(v)),
+        )),
         32 => Arc::new(Float32Array::from_iter_values(x.iter().map(|&v| v as f32))),
         _ => Arc::new(Float64Array::from_iter_values(x.iter().copied())),
     }
@@ -73,8 +79,14 @@ fn batch(t: &Table) -> RecordBatch {
         _ => DataType::Float64,
     };
     let item = Arc::new(Field::new("item", item_type, true));
-    let weights = if t.large { list::<i64>(t, item) } else { list::<i32>(t, item) };
-    let names: StringArray = (0..t.rows.len()).map(|i| Some(format!("layer.{i}"))).collect();
+    let weights = if t.large {
+        list::<i64>(t, item)
+    } else {
+        list::<i32>(t, item)
+    };
+    let names: StringArray = (0..t.rows.len())
+        .map(|i| Some(format!("layer.{i}")))
+        .collect();
     let shape = GenericListArray::<i32>::from_iter_primitive::<
         datafusion::arrow::datatypes::Int64Type,
         _,
@@ -86,7 +98,11 @@ fn batch(t: &Table) -> RecordBatch {
         Field::new("weights", weights.data_type().clone(), true),
         Field::new("shape", shape.data_type().clone(), true),
     ]);
-    RecordBatch::try_new(Arc::new(schema), vec![Arc::new(names), weights, Arc::new(shape)]).unwrap()
+    RecordBatch::try_new(
+        Arc::new(schema),
+        vec![Arc::new(names), weights, Arc::new(shape)],
+    )
+    .unwrap()
 }
 
 /// Writes `b` to a temporary file with `props` and reads it back both ways, `batch_size` rows
@@ -112,7 +128,11 @@ pub(super) fn compare_file(path: &std::path::Path, batch_size: usize) -> Vec<Str
     for rg in 0..meta.metadata().num_row_groups() {
         let mut fast = RowGroupBatches::try_new(path, meta.clone(), rg, batch_size, true).unwrap();
         let slow = RowGroupBatches::try_new(path, meta.clone(), rg, batch_size, false).unwrap();
-        assert_eq!(fast.fast_columns(), 1, "the weights column is read by the fast path");
+        assert_eq!(
+            fast.fast_columns(),
+            1,
+            "the weights column is read by the fast path"
+        );
         assert_eq!(slow.fast_columns(), 0);
         let want: Vec<RecordBatch> = slow.map(Result::unwrap).collect();
         let got: Vec<RecordBatch> = fast.by_ref().map(Result::unwrap).collect();
@@ -157,7 +177,13 @@ fn table() -> impl Strategy<Value = Table> {
         any::<bool>(),
         any::<u64>(),
     )
-        .prop_map(|(rows, item_null, bits, large, seed)| Table { rows, item_null, bits, large, seed })
+        .prop_map(|(rows, item_null, bits, large, seed)| Table {
+            rows,
+            item_null,
+            bits,
+            large,
+            seed,
+        })
 }
 
 proptest! {
@@ -195,8 +221,17 @@ proptest! {
 
 #[test]
 fn a_null_inside_a_list_falls_back_from_that_batch() {
-    let t = Table { rows: vec![Some(3), Some(2000), Some(5), None, Some(7)], item_null: true, bits: 32, large: false, seed: 1 };
-    let props = WriterProperties::builder().set_data_page_size_limit(128).set_write_batch_size(16).build();
+    let t = Table {
+        rows: vec![Some(3), Some(2000), Some(5), None, Some(7)],
+        item_null: true,
+        bits: 32,
+        large: false,
+        seed: 1,
+    };
+    let props = WriterProperties::builder()
+        .set_data_page_size_limit(128)
+        .set_write_batch_size(16)
+        .build();
     let fallbacks = compare(&batch(&t), props, 1);
     assert_eq!(fallbacks, vec!["weights: a null inside a list".to_string()]);
 }
