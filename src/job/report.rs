@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 
 use crate::array::{LAYER_NAME, Q, QRows, SHAPE, WeightRows, check_shapes, i64_list};
 use crate::error::{Error, Result};
-use crate::kernels::{ErrorSums, dequantize_into, error_sums, weight_entropy};
+use crate::kernels::{ErrorSums, dequantize_into, error_sums, over_pieces, weight_entropy_threads};
 
 /// The column of a converted batch that carries the original weights to the report.
 pub const ORIGINAL: &str = "__aq_original";
@@ -33,6 +33,17 @@ pub const TOTALS: [&str; 6] = [
 ];
 
 /// `before / after`, 1 when nothing is after.
+/// [`error_sums`] of `x` against `y` on every core, added piece by piece.
+fn sums_threads(x: &[f32], y: &[f32]) -> ErrorSums {
+    let mut total = ErrorSums::default();
+    for s in over_pieces(x, 0, |start, p| {
+        error_sums(p, y.get(start..).unwrap_or(&[]))
+    }) {
+        total.add(&s);
+    }
+    total
+}
+
 fn ratio(before: u64, after: u64) -> f64 {
     if after == 0 {
         1.0
@@ -106,7 +117,8 @@ impl ReportBuilder {
             });
             let bytes_before = 4 * x.len() as u64;
             bytes += bytes_before;
-            let sensitivity = weight_entropy(x, 256).unwrap_or(f64::NAN);
+            // Large layers on every core: the report is on the writer's path.
+            let sensitivity = weight_entropy_threads(x, 256, 0).unwrap_or(f64::NAN);
             let (scheme, bytes_after, sums) = match qs.row(i) {
                 Ok(Some(r)) => {
                     scratch.clear();
@@ -114,10 +126,14 @@ impl ReportBuilder {
                         .map_err(|e| Error::Data(format!("layer '{layer_name}': {e}")))?;
                     let mins = r.mins.map_or(0, <[f32]>::len);
                     let after = (r.codes.len() + 4 * (r.scales.len() + mins)) as u64;
-                    (r.scheme.name().to_string(), after, error_sums(x, &scratch))
+                    (
+                        r.scheme.name().to_string(),
+                        after,
+                        sums_threads(x, &scratch),
+                    )
                 }
                 // Kept as float32: exact, but part of the whole model's cosine similarity.
-                _ => ("float32".to_string(), bytes_before, error_sums(x, x)),
+                _ => ("float32".to_string(), bytes_before, sums_threads(x, x)),
             };
             self.totals.add(&sums);
             let m = sums.metrics();

@@ -202,14 +202,58 @@ pub fn quantize_to_target(
     Ok(Scheme::Int8)
 }
 
+/// `f(start, piece)` over `x` cut into one contiguous piece per thread (`threads` 0: every
+/// core; one piece below [`PARALLEL_MIN_ELEMENTS`]), the results in order.
+pub fn over_pieces<T: Send>(
+    x: &[f32],
+    threads: usize,
+    f: impl Fn(usize, &[f32]) -> T + Sync,
+) -> Vec<T> {
+    let threads = match threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+    let pieces = threads.min(x.len() / (PARALLEL_MIN_ELEMENTS / 2)).max(1);
+    if pieces == 1 {
+        return vec![f(0, x)];
+    }
+    let len = x.len().div_ceil(pieces);
+    std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = x
+            .chunks(len)
+            .enumerate()
+            .map(|(i, piece)| s.spawn(move || f(i * len, piece)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
 /// Shannon entropy in bits of the histogram of `x` in `bins` equal-width bins between its min
 /// and max (0 for a constant or empty tensor).
 pub fn weight_entropy(x: &[f32], bins: usize) -> Result<f64, KernelError> {
-    let (lo, hi) = scan::min_max(x, 0)?;
+    weight_entropy_threads(x, bins, 1)
+}
+
+/// [`weight_entropy`] on `threads` threads (0: every core); the same result.
+pub fn weight_entropy_threads(x: &[f32], bins: usize, threads: usize) -> Result<f64, KernelError> {
+    let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+    for r in over_pieces(x, threads, |start, p| scan::min_max(p, start)) {
+        let (l, h) = r?;
+        (lo, hi) = (lo.min(l), hi.max(h));
+    }
     if x.is_empty() || lo == hi || bins <= 1 {
         return Ok(0.0);
     }
-    let counts = histogram(x, lo, hi, bins);
+    let mut counts = vec![0u64; bins];
+    for piece in over_pieces(x, threads, |_, p| histogram(p, lo, hi, bins)) {
+        for (c, p) in counts.iter_mut().zip(piece) {
+            *c += p;
+        }
+    }
     let n = x.len() as f64;
     Ok(counts
         .iter()
