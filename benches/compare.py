@@ -12,7 +12,14 @@ Prints one table: GB/s of float32 input and the ratio to a baseline of the same 
     - pyarrow read + numpy per-row absmax int8 + pyarrow write
     - DuckDB doing per-row absmax int8 in SQL with list lambdas (if duckdb is installed)
 
-    python benches/compare.py [--quick]
+  Parquet (--parquet; 256 MiB and 2 GB, uncompressed and zstd, files written by pyarrow):
+    - reading the weight table: aq.read_parquet (fast path) against the parquet crate's generic
+      reader and pyarrow.parquet.read_table
+    - arrowquant convert int8 g128 against pyarrow + numpy and the pyarrow read+write floor,
+      with each one's peak RSS
+    - arrowquant import (safetensors -> Parquet) against pyarrow writing the same table
+
+    python benches/compare.py [--quick] [--parquet [--sizes 256,2048]]
 """
 
 from __future__ import annotations
@@ -213,10 +220,110 @@ def e2e_rows(table: pa.Table, d: Path, repeat: int) -> list[tuple[str, str, floa
     return rows
 
 
+def timed_child(cmd: list[str]) -> tuple[float, int]:
+    """Seconds and peak RSS (bytes) of a child process. The RSS comes from GNU time, whose own
+    child starts from a small process: Linux carries the forking process's peak RSS over
+    exec, so measuring a direct child of this (large) process would report ours."""
+    t = time.perf_counter()
+    proc = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+    elapsed = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd} failed: {proc.stderr}")
+    return elapsed, int(proc.stderr.strip().splitlines()[-1]) * 1024
+
+
+def best_child(cmd: list[str], repeat: int) -> tuple[float, int]:
+    runs = [timed_child(cmd) for _ in range(repeat + 1)][1:]
+    return min(r[0] for r in runs), max(r[1] for r in runs)
+
+
+PY_JOB = """
+import sys, numpy as np, pyarrow as pa, pyarrow.parquet as pq
+src, out = sys.argv[1], sys.argv[2]
+t = pq.read_table(src)
+w = t.column("weights").combine_chunks()
+x = w.values.to_numpy().reshape(len(t), -1)
+d = np.abs(x).max(axis=1, keepdims=True) / 127
+q = (np.sign(x / d) * np.floor(np.abs(x / d) + 0.5)).astype(np.int8)
+codes = pa.array([row.tobytes() for row in q], pa.large_binary())
+pq.write_table(pa.table({"layer_name": t.column("layer_name"), "codes": codes,
+                         "scale": pa.array(d.ravel().astype(np.float32))}), out)
+"""
+
+PY_FLOOR = """
+import sys, pyarrow.parquet as pq
+pq.write_table(pq.read_table(sys.argv[1]), sys.argv[2], compression=sys.argv[3])
+"""
+
+
+def parquet_rows(mb: int, compression: str, d: Path, repeat: int) -> list[tuple[str, str, float, str]]:
+    """The Parquet section for one size and codec: read, convert and import."""
+    from safetensors.numpy import save_file
+
+    table = make_table(mb)
+    nbytes = table.column("weights").chunk(0).values.nbytes
+    src = d / f"in-{mb}-{compression}.parquet"
+    pq.write_table(table, src, compression=compression)
+    what = f"{mb} MB, {compression}"
+    rows = []
+    # Reading the weight table into memory.
+    generic = best(lambda: _internal.read_parquet(str(src), False), repeat)
+    pyarrow = best(lambda: pq.read_table(src), repeat)
+    fast = best(lambda: _internal.read_parquet(str(src), True), repeat)
+    rows.append((f"read {what}", "parquet crate generic reader", nbytes / generic, "1.00 (baseline)"))
+    rows.append((f"read {what}", "pyarrow.parquet.read_table", nbytes / pyarrow, f"{generic / pyarrow:.2f}x"))
+    rows.append((f"read {what}", "arrowquant.read_parquet (fast path)", nbytes / fast,
+                 f"{generic / fast:.2f}x generic, {pyarrow / fast:.2f}x pyarrow"))
+    # convert against a user's pyarrow + numpy script and the read+write floor (child processes,
+    # so that each one's peak RSS is its own).
+    py = sys.executable
+    floor, floor_rss = best_child([py, "-c", PY_FLOOR, str(src), str(d / "floor.parquet"), compression], repeat)
+    numpy_t, numpy_rss = best_child([py, "-c", PY_JOB, str(src), str(d / "np.parquet")], repeat)
+    conv, conv_rss = best_child([py, "-m", "arrowquant", "convert", str(src), str(d / "aq.parquet"),
+                                 "--scheme", "int8", "--group-size", "128", "--overwrite"], repeat)
+    mb_ = 1 << 20
+    rows.append((f"convert {what}", f"pyarrow read + write floor ({floor_rss // mb_} MB RSS)", nbytes / floor,
+                 "1.00 (baseline)"))
+    rows.append((f"convert {what}", f"pyarrow + numpy int8 ({numpy_rss // mb_} MB RSS)", nbytes / numpy_t,
+                 f"{numpy_t / floor:.2f} of the floor's time"))
+    rows.append((f"convert {what}", f"arrowquant convert int8 g128 ({conv_rss // mb_} MB RSS)", nbytes / conv,
+                 f"{conv / floor:.2f} of the floor's time, {numpy_t / conv:.2f}x pyarrow + numpy"))
+    # import: a safetensors model to a Parquet weight table, against pyarrow writing the same
+    # table from memory.
+    model = d / f"model-{mb}.safetensors"
+    values = table.column("weights").chunk(0).values.to_numpy()
+    save_file({n: values[i * ROWS * COLS:(i + 1) * ROWS * COLS].reshape(ROWS, COLS)
+               for i, n in enumerate(table.column("layer_name").to_pylist())}, str(model))
+    write = best(lambda: pq.write_table(table, d / "pa-write.parquet", compression=compression), repeat)
+    imp, _ = best_child([py, "-m", "arrowquant", "import", str(model), str(d / "imported.parquet"), "--overwrite"],
+                        repeat)
+    model.unlink()
+    rows.append((f"import {what}", "pyarrow write_table (table in memory)", nbytes / write, "1.00 (baseline)"))
+    rows.append((f"import {what}", "arrowquant import (safetensors -> Parquet)", nbytes / imp,
+                 f"{write / imp:.2f}x"))
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="64 MB and fewer repetitions (under 2 minutes)")
+    p.add_argument("--parquet", action="store_true", help="only the Parquet section (read, convert, import)")
+    p.add_argument("--sizes", default="256,2048", help="MB per run of the Parquet section")
     args = p.parse_args()
+    if args.parquet:
+        print(f"machine: {os.cpu_count()} cores, {platform.machine()}, {platform.platform()}")
+        print(f"python {platform.python_version()}, pyarrow {pa.__version__}, arrowquant {aq.__version__}\n")
+        rows = []
+        with tempfile.TemporaryDirectory(dir=os.environ.get("ARROWQUANT_BENCH_DIR")) as d:
+            for mb in map(int, args.sizes.split(",")):
+                for compression in ["none", "zstd"]:
+                    rows += parquet_rows(mb, compression, Path(d), 1 if mb > 1000 else 3)
+        print(f"| {'what':<22} | {'how':<52} | {'GB/s':>6} | ratio |")
+        print(f"|{'-' * 24}|{'-' * 54}|{'-' * 8}|-------|")
+        for what, how, gbs, ratio in rows:
+            print(f"| {what:<22} | {how:<52} | {gbs / 1e9:>6.2f} | {ratio} |")
+        return
     mb, repeat = (64, 2) if args.quick else (256, 3)
     table = make_table(mb)
     print(f"machine: {os.cpu_count()} cores, {platform.machine()}, {platform.platform()}")

@@ -90,6 +90,9 @@ impl ParquetOutput {
             .into();
         let props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
+            // Weights, codes and scales are all distinct values: a dictionary would only hash
+            // every value (and every multi-MiB codes blob) before falling back to PLAIN.
+            .set_dictionary_enabled(false)
             .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
             .set_key_value_metadata(Some(
                 metadata
