@@ -17,6 +17,7 @@ Prints one table: GB/s of float32 input and the ratio to a baseline of the same 
       reader and pyarrow.parquet.read_table
     - arrowquant convert int8 g128 against pyarrow + numpy and the pyarrow read+write floor,
       with each one's peak RSS
+    - writing the table: aq.write_parquet (fast path) against the generic writer and pyarrow
     - arrowquant import (safetensors -> Parquet) against pyarrow writing the same table
 
     python benches/compare.py [--quick] [--parquet [--sizes 256,2048]]
@@ -289,6 +290,18 @@ def parquet_rows(mb: int, compression: str, d: Path, repeat: int) -> list[tuple[
                  f"{numpy_t / floor:.2f} of the floor's time"))
     rows.append((f"convert {what}", f"arrowquant convert int8 g128 ({conv_rss // mb_} MB RSS)", nbytes / conv,
                  f"{conv / floor:.2f} of the floor's time, {numpy_t / conv:.2f}x pyarrow + numpy"))
+    # Writing the weight table from memory: the parquet crate's generic writer, pyarrow, and
+    # the fast path (aq.write_parquet), each with its own default codec (SNAPPY for all three;
+    # the fast path drops it for chunks it does not shrink).
+    if compression == "none":  # the codec of the file read above plays no part here
+        out = d / "w.parquet"
+        gen_w = best(lambda: _internal.write_parquet(table, str(out), False), repeat)
+        pa_w = best(lambda: pq.write_table(table, out), repeat)
+        fast_w = best(lambda: _internal.write_parquet(table, str(out), True), repeat)
+        rows.append((f"write {mb} MB", "parquet crate generic writer", nbytes / gen_w, "1.00 (baseline)"))
+        rows.append((f"write {mb} MB", "pyarrow.parquet.write_table", nbytes / pa_w, f"{gen_w / pa_w:.2f}x"))
+        rows.append((f"write {mb} MB", "arrowquant.write_parquet (fast path)", nbytes / fast_w,
+                     f"{gen_w / fast_w:.2f}x generic, {pa_w / fast_w:.2f}x pyarrow"))
     # import: a safetensors model to a Parquet weight table, against pyarrow writing the same
     # table from memory.
     model = d / f"model-{mb}.safetensors"

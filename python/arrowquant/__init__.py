@@ -47,6 +47,7 @@ __all__ = [
     "quantize_arrow",
     "quantize_arrow_batch",
     "read_parquet",
+    "write_parquet",
     "register",
     "summarize",
     "udfs",
@@ -127,6 +128,25 @@ def read_parquet(path: str | os.PathLike[str]) -> pa.Table:
     import pyarrow as pa
 
     return pa.table(_internal.read_parquet(os.fspath(path)))
+
+
+def write_parquet(data: Any, path: str | os.PathLike[str]) -> None:
+    """Write any Arrow table or stream (``__arrow_c_stream__``) to a Parquet file at ``path``.
+
+    Top-level ``list<float>`` columns (weights) are written row by row: a tensor's levels as
+    two runs and its values as one copy of the Arrow buffer, in PLAIN pages; every other column
+    by the parquet crate's writer. Every Parquet reader reads the file (pyarrow, DuckDB, polars,
+    DataFusion). Like every arrowquant output the file appears whole or not at all.
+
+    >>> import pyarrow as pa, pyarrow.parquet as pq, arrowquant as aq, tempfile, os
+    >>> t = pa.table({"layer_name": ["a", "b", "c"],
+    ...               "weights": pa.array([[1.0, -2.0], [], None], pa.list_(pa.float32()))})
+    >>> path = os.path.join(tempfile.mkdtemp(), "w.parquet")
+    >>> aq.write_parquet(t, path)
+    >>> pq.read_table(path).equals(t)
+    True
+    """
+    _internal.write_parquet(data, os.fspath(path))
 
 
 def validate_schema(schema: Any) -> None:

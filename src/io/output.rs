@@ -2,16 +2,21 @@
 //! (`tempfile`), made durable and renamed at the end. An interrupted or failed job leaves
 //! nothing at the final path; the temporary file is removed when dropped.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::{ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves};
 use parquet::basic::Compression;
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::writer::SerializedFileWriter;
 use tempfile::NamedTempFile;
+
+use crate::io::fast_parquet::write::ListColumnWriter;
 
 use crate::error::{Error, Result};
 
@@ -67,10 +72,32 @@ pub fn commit(tmp: NamedTempFile, target: &Path) -> Result<()> {
 }
 
 /// A Parquet file being written beside its final path.
+///
+/// Written with the parquet crate's row group and column writers, except top-level
+/// `list<float>` columns (weights), which [`ListColumnWriter`] encodes row by row.
 pub struct ParquetOutput {
-    writer: ArrowWriter<NamedTempFile>,
+    file: SerializedFileWriter<NamedTempFile>,
+    factory: ArrowRowGroupWriterFactory,
     schema: SchemaRef,
+    /// Each top-level column's leaves, and whether the fast path writes it.
+    columns: Vec<(Range<usize>, bool)>,
+    group: Option<RowGroup>,
+    row_groups: usize,
+    max_rows: usize,
+    row_group_bytes: usize,
     target: PathBuf,
+}
+
+/// The encoder of one leaf column in the row group being written.
+enum Encoder {
+    Fast(Box<ListColumnWriter>),
+    Generic(Box<ArrowColumnWriter>),
+}
+
+/// The row group being written.
+struct RowGroup {
+    encoders: Vec<Encoder>,
+    rows: usize,
 }
 
 impl ParquetOutput {
@@ -81,6 +108,17 @@ impl ParquetOutput {
         schema: &SchemaRef,
         metadata: &[(String, String)],
     ) -> Result<Self> {
+        Self::create_with(target, schema, metadata, true)
+    }
+
+    /// [`Self::create`], with the weight-column fast path (`fast`) or without it (every column
+    /// through the parquet crate's generic writer, for comparison).
+    pub fn create_with(
+        target: &Path,
+        schema: &SchemaRef,
+        metadata: &[(String, String)],
+        fast: bool,
+    ) -> Result<Self> {
         let mut schema_metadata = schema.metadata().clone();
         schema_metadata.extend(metadata.iter().cloned());
         let schema: SchemaRef = schema
@@ -88,12 +126,21 @@ impl ParquetOutput {
             .clone()
             .with_metadata(schema_metadata)
             .into();
+        // The offset index requires pages that start on rows, and the crate cannot write it for
+        // some columns only: a file with a fast column has none (and chunk statistics, since
+        // page statistics force the offset index). Its readers lose nothing they use.
+        let has_fast = fast && schema.fields().iter().any(|f| ListColumnWriter::covers(f.data_type()));
         let props = WriterProperties::builder()
+            .set_offset_index_disabled(has_fast)
+            .set_statistics_enabled(if has_fast {
+                EnabledStatistics::Chunk
+            } else {
+                EnabledStatistics::Page
+            })
             .set_compression(Compression::SNAPPY)
             // Weights, codes and scales are all distinct values: a dictionary would only hash
             // every value (and every multi-MiB codes blob) before falling back to PLAIN.
             .set_dictionary_enabled(false)
-            .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
             .set_key_value_metadata(Some(
                 metadata
                     .iter()
@@ -101,11 +148,39 @@ impl ParquetOutput {
                     .collect(),
             ))
             .build();
-        let writer = ArrowWriter::try_new(temp_beside(target)?, Arc::clone(&schema), Some(props))
-            .map_err(|e| Error::Data(format!("{}: {e}", target.display())))?;
+        let max_rows = props.max_row_group_row_count().unwrap_or(usize::MAX);
+        let err = |e: parquet::errors::ParquetError| Error::Data(format!("{}: {e}", target.display()));
+        // ArrowWriter writes the Arrow schema into the footer; its lower half does the rest.
+        let (file, factory) =
+            ArrowWriter::try_new(temp_beside(target)?, Arc::clone(&schema), Some(props))
+                .and_then(ArrowWriter::into_serialized_writer)
+                .map_err(err)?;
+        let descr = file.schema_descr();
+        let mut columns: Vec<(Range<usize>, bool)> = vec![(0..0, false); schema.fields().len()];
+        for leaf in 0..descr.num_columns() {
+            if let Some((range, _)) = columns.get_mut(descr.get_column_root_idx(leaf)) {
+                // Leaves of one root are contiguous; an unset range ends at 0.
+                if range.end == 0 {
+                    *range = leaf..leaf + 1;
+                } else {
+                    range.end = leaf + 1;
+                }
+            }
+        }
+        for ((range, is_fast), field) in columns.iter_mut().zip(schema.fields()) {
+            *is_fast = has_fast
+                && range.len() == 1
+                && ListColumnWriter::new(field.data_type(), &descr.column(range.start)).is_some();
+        }
         Ok(Self {
-            writer,
+            file,
+            factory,
             schema,
+            columns,
+            group: None,
+            row_groups: 0,
+            max_rows,
+            row_group_bytes: ROW_GROUP_BYTES,
             target: target.to_path_buf(),
         })
     }
@@ -115,21 +190,123 @@ impl ParquetOutput {
         Arc::clone(&self.schema)
     }
 
+    /// Closes row groups past `bytes` instead of [`ROW_GROUP_BYTES`] (tests use small ones).
+    pub fn with_row_group_bytes(mut self, bytes: usize) -> Self {
+        self.row_group_bytes = bytes.max(1);
+        self
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> Error {
+        Error::Data(format!("writing {}: {e}", self.target.display()))
+    }
+
+    /// A fresh row group's encoders.
+    fn row_group(&self) -> Result<RowGroup> {
+        let writers = self
+            .factory
+            .create_column_writers(self.row_groups)
+            .map_err(|e| self.err(e))?;
+        let descr = self.file.schema_descr();
+        let mut encoders = Vec::with_capacity(writers.len());
+        for (leaf, writer) in writers.into_iter().enumerate() {
+            let root = descr.get_column_root_idx(leaf);
+            let fast = match (self.columns.get(root), self.schema.fields().get(root)) {
+                (Some((_, true)), Some(field)) => {
+                    ListColumnWriter::new(field.data_type(), &descr.column(leaf))
+                }
+                _ => None,
+            };
+            encoders.push(match fast {
+                Some(w) => Encoder::Fast(Box::new(w)),
+                None => Encoder::Generic(Box::new(writer)),
+            });
+        }
+        Ok(RowGroup { encoders, rows: 0 })
+    }
+
     /// Writes one batch (its columns, under the output's schema).
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
         let batch = batch.clone().with_schema(self.schema())?;
-        self.writer
-            .write(&batch)
-            .map_err(|e| Error::Data(format!("writing {}: {e}", self.target.display())))
+        let mut group = match self.group.take() {
+            Some(g) => g,
+            None => self.row_group()?,
+        };
+        for (i, (leaves, _)) in self.columns.iter().enumerate() {
+            let (field, array) = (self.schema.field(i), batch.column(i));
+            let encoders = group.encoders.get_mut(leaves.clone()).unwrap_or_default();
+            if let [Encoder::Fast(w)] = encoders {
+                w.write(array.as_ref())
+                    .map_err(|e| self.err(format!("column {}: {e}", field.name())))?;
+                continue;
+            }
+            let computed = compute_leaves(field, array).map_err(|e| self.err(e))?;
+            if computed.len() != encoders.len() {
+                return Err(Error::DataFusion(datafusion::error::DataFusionError::Internal(format!(
+                    "column {}: {} leaves where the schema has {}",
+                    field.name(),
+                    computed.len(),
+                    encoders.len()
+                ))));
+            }
+            for (leaf, encoder) in computed.iter().zip(encoders.iter_mut()) {
+                if let Encoder::Generic(w) = encoder {
+                    w.write(leaf).map_err(|e| self.err(e))?;
+                }
+            }
+        }
+        group.rows += batch.num_rows();
+        let bytes: usize = group
+            .encoders
+            .iter()
+            .map(|e| match e {
+                Encoder::Fast(w) => w.memory_size(),
+                Encoder::Generic(w) => w.get_estimated_total_bytes(),
+            })
+            .sum();
+        if bytes >= self.row_group_bytes || group.rows >= self.max_rows {
+            self.flush(group)
+        } else {
+            self.group = Some(group);
+            Ok(())
+        }
+    }
+
+    /// Writes `group` to the file as its next row group.
+    fn flush(&mut self, group: RowGroup) -> Result<()> {
+        let target = self.target.display().to_string();
+        let err = |e: &dyn std::fmt::Display| Error::Data(format!("writing {target}: {e}"));
+        let mut rg = self.file.next_row_group().map_err(|e| err(&e))?;
+        for encoder in group.encoders {
+            match encoder {
+                Encoder::Fast(w) => {
+                    let (bytes, close) = w.close().map_err(|e| err(&e))?;
+                    rg.append_column(&bytes, close).map_err(|e| err(&e))?;
+                }
+                Encoder::Generic(w) => w
+                    .close()
+                    .and_then(|chunk| chunk.append_to_row_group(&mut rg))
+                    .map_err(|e| err(&e))?,
+            }
+        }
+        rg.close().map_err(|e| err(&e))?;
+        self.row_groups += 1;
+        Ok(())
     }
 
     /// Finishes the file and moves it to its final path.
-    pub fn commit(self) -> Result<()> {
+    pub fn commit(mut self) -> Result<()> {
+        if let Some(group) = self.group.take() {
+            self.flush(group)?;
+        }
+        let target = self.target;
         let tmp = self
-            .writer
+            .file
             .into_inner()
-            .map_err(|e| Error::Data(format!("writing {}: {e}", self.target.display())))?;
-        commit(tmp, &self.target)
+            .map_err(|e| Error::Data(format!("writing {}: {e}", target.display())))?;
+        commit(tmp, &target)
     }
 }
 
@@ -141,4 +318,19 @@ pub fn metadata(extra: &[(&str, String)]) -> Vec<(String, String)> {
     )];
     m.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
     m
+}
+
+/// Writes `batches` to a Parquet file at `target` (atomically, as every output), with or
+/// without the weight-column fast path: `write_parquet` in Python.
+pub fn write_all(
+    target: &Path,
+    schema: &SchemaRef,
+    batches: impl IntoIterator<Item = Result<RecordBatch>>,
+    fast: bool,
+) -> Result<()> {
+    let mut out = ParquetOutput::create_with(target, schema, &metadata(&[]), fast)?;
+    for batch in batches {
+        out.write(&batch?)?;
+    }
+    out.commit()
 }

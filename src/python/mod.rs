@@ -418,6 +418,24 @@ fn read_parquet(py: Python<'_>, path: std::path::PathBuf, fast: bool) -> PyResul
     PyTable::try_new(batches, schema)
 }
 
+/// Writes any Arrow stream to a Parquet file (atomically); top-level `list<float>` columns
+/// through the writer's fast path unless `fast` is false (the parquet crate's generic writer).
+#[pyfunction]
+#[pyo3(signature = (data, path, fast = true))]
+fn write_parquet(
+    py: Python<'_>,
+    data: AnyRecordBatch,
+    path: std::path::PathBuf,
+    fast: bool,
+) -> PyResult<()> {
+    let reader = data.into_reader()?;
+    let schema = reader.schema();
+    py.detach(|| {
+        crate::io::output::write_all(&path, &schema, reader.map(|b| b.map_err(Error::Arrow)), fast)
+    })
+    .map_err(|e| to_py(py, e))
+}
+
 /// The native module behind the `arrowquant` package.
 #[pymodule]
 fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -436,6 +454,7 @@ fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(cli_main, m)?)?;
     m.add_function(wrap_pyfunction!(convert, m)?)?;
     m.add_function(wrap_pyfunction!(read_parquet, m)?)?;
+    m.add_function(wrap_pyfunction!(write_parquet, m)?)?;
     m.add_function(wrap_pyfunction!(convert_compressed_tensors, m)?)?;
     m.add_function(wrap_pyfunction!(passthrough, m)?)?;
     m.add_function(wrap_pyfunction!(summarize, m)?)?;

@@ -115,3 +115,89 @@ def test_convert_reads_a_duckdb_file(tmp_path):
     q = pq.read_table(out)
     expected = aq.quantize_arrow(t, "int8", 128)
     assert q.column("q").to_pylist() == expected.column("q").to_pylist()
+
+
+# The writer's fast path (src/io/fast_parquet/write.rs): what arrowquant writes, every reader reads.
+
+LONG_ROWS = (4096, 0, 1, 700_000, None, 3, 300_000)  # 700k floats span three 1 MiB pages
+
+
+def float_bits(column: pa.ChunkedArray | pa.Array) -> bytes:
+    flat = (column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column).flatten()
+    return flat.to_numpy(zero_copy_only=False).tobytes()
+
+
+@pytest.mark.parametrize("item,large", [(pa.float32(), False), (pa.float32(), True),
+                                        (pa.float16(), False), (pa.float64(), False)])
+def test_written_files_read_back_in_pyarrow(tmp_path, item, large):
+    t = weights_table(item, large, rows=LONG_ROWS)
+    p = tmp_path / "w.parquet"
+    aq.write_parquet(t, p)
+    back = pq.read_table(p)
+    assert back.schema.field("weights").type == t.schema.field("weights").type
+    assert back.column("layer_name").to_pylist() == t.column("layer_name").to_pylist()
+    assert back.column("shape").to_pylist() == t.column("shape").to_pylist()
+    assert back.column("weights").null_count == 1
+    assert [len(v) if v.is_valid else None for v in back.column("weights")] == list(LONG_ROWS)
+    assert float_bits(back.column("weights")) == float_bits(t.column("weights"))
+    assert_reads_like(p, t)
+    # The weights column chunk is PLAIN pages with RLE levels, split across pages.
+    col = pq.ParquetFile(p).metadata.row_group(0).column(1)
+    assert col.path_in_schema.startswith("weights.list.")
+    assert set(col.encodings) == {"PLAIN", "RLE"}
+    assert col.num_values == sum(n or 1 for n in LONG_ROWS)
+
+
+def test_written_files_read_back_in_duckdb_and_polars(tmp_path):
+    duckdb = pytest.importorskip("duckdb")
+    pl = pytest.importorskip("polars")
+    t = weights_table(rows=LONG_ROWS)
+    p = tmp_path / "w.parquet"
+    aq.write_parquet(t, p)
+    d = duckdb.connect().sql(f"SELECT * FROM read_parquet('{p}')").to_arrow_table()
+    assert d.column("layer_name").to_pylist() == t.column("layer_name").to_pylist()
+    assert [None if v is None else len(v) for v in d.column("weights").to_pylist()] == list(LONG_ROWS)
+    assert float_bits(d.column("weights")) == float_bits(t.column("weights"))
+    # DuckDB's own list functions over the file, row by row.
+    got = duckdb.connect().execute(
+        f"SELECT layer_name, len(weights), weights[1], weights[-1] FROM read_parquet('{p}') ORDER BY layer_name"
+    ).fetchall()
+    w = t.column("weights").to_pylist()
+    assert got == [(f"layer.{i}", None if v is None else len(v), (v or [None])[0], (v or [None])[-1])
+                   for i, v in enumerate(w)]
+    frame = pl.read_parquet(p)
+    assert frame["weights"].list.len().to_list() == list(LONG_ROWS)
+    assert float_bits(frame.to_arrow().column("weights")) == float_bits(t.column("weights"))
+
+
+def test_written_nulls_inside_lists_read_back(tmp_path):
+    w = [[1.0, None, 3.0], None, [], [None], [5.0] * 300_000]
+    t = pa.table({"layer_name": list("abcde"), "weights": pa.array(w, pa.list_(pa.float32()))})
+    p = tmp_path / "w.parquet"
+    aq.write_parquet(t, p)
+    assert pq.read_table(p).column("weights").to_pylist() == w
+    assert aq.read_parquet(p).column("weights").to_pylist() == w
+
+
+def test_import_and_dequantize_outputs_read_in_duckdb(tmp_path):
+    duckdb = pytest.importorskip("duckdb")
+    from safetensors.numpy import save_file
+    rng = np.random.default_rng(3)
+    tensors = {"a.weight": rng.standard_normal((512, 600), dtype=np.float32),
+               "b.weight": rng.standard_normal((7,), dtype=np.float32)}
+    model, table = tmp_path / "m.safetensors", tmp_path / "w.parquet"
+    save_file(tensors, str(model))
+    assert _internal.cli_main(["arrowquant", "import", str(model), str(table)]) == 0
+    rows = duckdb.connect().execute(
+        f"SELECT layer_name, weights FROM read_parquet('{table}') ORDER BY layer_name").fetchall()
+    assert [r[0] for r in rows] == ["a.weight", "b.weight"]
+    for name, values in rows:
+        assert np.array_equal(np.array(values, np.float32), tensors[name].ravel()), name
+    q, back = tmp_path / "q.parquet", tmp_path / "back.parquet"
+    aq.convert(table, q, "int8", 128)
+    assert _internal.cli_main(["arrowquant", "dequantize", str(q), str(back)]) == 0
+    got = duckdb.connect().execute(
+        f"SELECT layer_name, weights FROM read_parquet('{back}') ORDER BY layer_name").fetchall()
+    want = aq.dequantize_arrow(pq.read_table(q)).sort_by("layer_name")
+    for (name, values), expected in zip(got, want.column("weights").to_pylist()):
+        assert np.array_equal(np.array(values, np.float32), np.array(expected, np.float32)), name

@@ -11,6 +11,7 @@
 
 pub mod levels;
 pub mod read;
+pub mod write;
 
 use std::fs::File;
 use std::path::Path;
