@@ -2,6 +2,7 @@
 //! (`tempfile`), made durable and renamed at the end. An interrupted or failed job leaves
 //! nothing at the final path; the temporary file is removed when dropped.
 
+use std::io::BufWriter;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -76,7 +77,7 @@ pub fn commit(tmp: NamedTempFile, target: &Path) -> Result<()> {
 /// Written with the parquet crate's row group and column writers, except top-level
 /// `list<float>` columns (weights), which [`ListColumnWriter`] encodes row by row.
 pub struct ParquetOutput {
-    file: SerializedFileWriter<NamedTempFile>,
+    file: SerializedFileWriter<BufWriter<NamedTempFile>>,
     factory: ArrowRowGroupWriterFactory,
     schema: SchemaRef,
     /// Each top-level column's leaves, and whether the fast path writes it.
@@ -151,8 +152,10 @@ impl ParquetOutput {
         let max_rows = props.max_row_group_row_count().unwrap_or(usize::MAX);
         let err = |e: parquet::errors::ParquetError| Error::Data(format!("{}: {e}", target.display()));
         // ArrowWriter writes the Arrow schema into the footer; its lower half does the rest.
-        let (file, factory) =
-            ArrowWriter::try_new(temp_beside(target)?, Arc::clone(&schema), Some(props))
+        // The crate writes through an 8 KiB buffer, and splices column chunks in 8 KiB pieces:
+        // a large buffer beneath makes those one system call per 8 MiB.
+        let sink = BufWriter::with_capacity(8 << 20, temp_beside(target)?);
+        let (file, factory) = ArrowWriter::try_new(sink, Arc::clone(&schema), Some(props))
                 .and_then(ArrowWriter::into_serialized_writer)
                 .map_err(err)?;
         let descr = file.schema_descr();
@@ -305,7 +308,9 @@ impl ParquetOutput {
         let tmp = self
             .file
             .into_inner()
-            .map_err(|e| Error::Data(format!("writing {}: {e}", target.display())))?;
+            .map_err(|e| Error::Data(format!("writing {}: {e}", target.display())))?
+            .into_inner()
+            .map_err(|e| Error::io(&target)(e.into_error()))?;
         commit(tmp, &target)
     }
 }

@@ -108,7 +108,7 @@ pub struct ListColumnWriter {
     page: Vec<u8>,
     compressed: Vec<u8>,
     codec: Option<Compression>,
-    sink: TrackedWrite<Vec<u8>>,
+    sink: TrackedWrite<Chunks>,
     num_values: i64,
     uncompressed: i64,
     rows: u64,
@@ -163,7 +163,7 @@ impl ListColumnWriter {
             page: Vec::new(),
             compressed: Vec::new(),
             codec: None,
-            sink: TrackedWrite::new(Vec::new()),
+            sink: TrackedWrite::new(Chunks::default()),
             num_values: 0,
             uncompressed: 0,
             rows: 0,
@@ -306,6 +306,7 @@ impl ListColumnWriter {
             page.extend_from_slice(&v);
         }
         let uncompressed = page.len();
+        let deciding = self.codec.is_none();
         let codec = match self.codec {
             Some(c) => c,
             None => {
@@ -320,7 +321,7 @@ impl ListColumnWriter {
             }
         };
         let buf = if codec == Compression::SNAPPY {
-            if self.compressed.is_empty() {
+            if !deciding {
                 self.snappy(&page)?;
             }
             let compressed = Bytes::from(std::mem::take(&mut self.compressed));
@@ -330,6 +331,9 @@ impl ListColumnWriter {
             self.compressed.clear();
             Bytes::from(page)
         };
+        // Kept to take the buffer back once the page is written (a fresh 1 MiB buffer per
+        // page costs 256 page faults).
+        let kept = buf.clone();
         let data_page = Page::DataPage {
             buf,
             num_values: self.levels,
@@ -346,6 +350,14 @@ impl ListColumnWriter {
         self.num_values += i64::from(self.levels);
         self.levels = 0;
         self.value_bytes = 0;
+        if let Ok(back) = kept.try_into_mut() {
+            let back: Vec<u8> = back.into();
+            if self.page.capacity() < back.capacity() {
+                self.page = back;
+            } else if self.compressed.capacity() < back.capacity() {
+                self.compressed = back;
+            }
+        }
         Ok(())
     }
 
@@ -361,21 +373,21 @@ impl ListColumnWriter {
 
     /// Finishes the chunk: its bytes (data page offset 0) and what the row group writer needs
     /// to splice them in with `append_column`.
-    pub fn close(mut self) -> Result<(Bytes, ColumnCloseResult), String> {
+    pub fn close(mut self) -> Result<(ChunkList, ColumnCloseResult), String> {
         self.flush_page()?;
         let err = |e: parquet::errors::ParquetError| e.to_string();
-        let bytes = Bytes::from(self.sink.into_inner().map_err(err)?);
+        let bytes = self.sink.into_inner().map_err(err)?.finish();
         let metadata = ColumnChunkMetaData::builder(self.descr)
             .set_compression(self.codec.unwrap_or(Compression::UNCOMPRESSED))
             .set_encodings(vec![Encoding::PLAIN, Encoding::RLE])
             .set_num_values(self.num_values)
-            .set_total_compressed_size(bytes.len() as i64)
+            .set_total_compressed_size(bytes.len as i64)
             .set_total_uncompressed_size(self.uncompressed)
             .set_data_page_offset(0)
             .build()
             .map_err(err)?;
         let close = ColumnCloseResult {
-            bytes_written: bytes.len() as u64,
+            bytes_written: bytes.len,
             rows_written: self.rows,
             metadata,
             bloom_filter: None,
@@ -397,4 +409,114 @@ fn slice(buffer: &Buffer, first: usize, n: usize, width: usize) -> Result<Buffer
         ));
     }
     Ok(buffer.slice_with_length(start, len))
+}
+
+/// Where a chunk's pages are written: buffers of at least [`CHUNK_BYTES`], so that the chunk
+/// grows without reallocating (and copying) what it holds.
+#[derive(Default)]
+pub struct Chunks {
+    done: Vec<Bytes>,
+    current: Vec<u8>,
+}
+
+/// The smallest buffer of [`Chunks`].
+const CHUNK_BYTES: usize = 8 << 20;
+
+impl Chunks {
+    fn finish(mut self) -> ChunkList {
+        if !self.current.is_empty() {
+            self.done.push(Bytes::from(std::mem::take(&mut self.current)));
+        }
+        let len = self.done.iter().map(|b| b.len() as u64).sum();
+        ChunkList {
+            chunks: self.done,
+            len,
+        }
+    }
+}
+
+impl std::io::Write for Chunks {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.current.capacity() - self.current.len() < buf.len() {
+            if !self.current.is_empty() {
+                self.done.push(Bytes::from(std::mem::take(&mut self.current)));
+            }
+            self.current.reserve(buf.len().max(CHUNK_BYTES));
+        }
+        self.current.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A finished column chunk: its bytes in order, read by the row group writer's
+/// `append_column`.
+#[derive(Debug)]
+pub struct ChunkList {
+    chunks: Vec<Bytes>,
+    len: u64,
+}
+
+impl parquet::file::reader::Length for ChunkList {
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+impl parquet::file::reader::ChunkReader for ChunkList {
+    type T = ChunkRead;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<ChunkRead> {
+        let mut skip = start;
+        let mut chunks = std::collections::VecDeque::new();
+        for c in &self.chunks {
+            let n = c.len() as u64;
+            if skip >= n {
+                skip -= n;
+            } else {
+                chunks.push_back(c.slice(skip as usize..));
+                skip = 0;
+            }
+        }
+        Ok(ChunkRead { chunks })
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        use std::io::Read;
+        let mut out = Vec::with_capacity(length);
+        self.get_read(start)?
+            .take(length as u64)
+            .read_to_end(&mut out)?;
+        if out.len() != length {
+            return Err(parquet::errors::ParquetError::EOF(format!(
+                "{length} bytes at {start} of a {}-byte chunk",
+                self.len
+            )));
+        }
+        Ok(Bytes::from(out))
+    }
+}
+
+/// Reads a [`ChunkList`] from an offset on.
+pub struct ChunkRead {
+    chunks: std::collections::VecDeque<Bytes>,
+}
+
+impl std::io::Read for ChunkRead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while let Some(front) = self.chunks.front_mut() {
+            if front.is_empty() {
+                self.chunks.pop_front();
+                continue;
+            }
+            let n = front.len().min(buf.len());
+            buf[..n].copy_from_slice(&front[..n]);
+            bytes::Buf::advance(front, n);
+            return Ok(n);
+        }
+        Ok(0)
+    }
 }
