@@ -86,6 +86,8 @@ pub struct ParquetOutput {
     row_groups: usize,
     max_rows: usize,
     row_group_bytes: usize,
+    /// Buffers of the last fast column chunk, reused by the next one.
+    spare: Vec<Vec<u8>>,
     target: PathBuf,
 }
 
@@ -173,7 +175,8 @@ impl ParquetOutput {
         for ((range, is_fast), field) in columns.iter_mut().zip(schema.fields()) {
             *is_fast = has_fast
                 && range.len() == 1
-                && ListColumnWriter::new(field.data_type(), &descr.column(range.start)).is_some();
+                && ListColumnWriter::new(field.data_type(), &descr.column(range.start), Vec::new())
+                    .is_some();
         }
         Ok(Self {
             file,
@@ -184,6 +187,7 @@ impl ParquetOutput {
             row_groups: 0,
             max_rows,
             row_group_bytes: ROW_GROUP_BYTES,
+            spare: Vec::new(),
             target: target.to_path_buf(),
         })
     }
@@ -204,7 +208,7 @@ impl ParquetOutput {
     }
 
     /// A fresh row group's encoders.
-    fn row_group(&self) -> Result<RowGroup> {
+    fn row_group(&mut self) -> Result<RowGroup> {
         let writers = self
             .factory
             .create_column_writers(self.row_groups)
@@ -214,9 +218,11 @@ impl ParquetOutput {
         for (leaf, writer) in writers.into_iter().enumerate() {
             let root = descr.get_column_root_idx(leaf);
             let fast = match (self.columns.get(root), self.schema.fields().get(root)) {
-                (Some((_, true)), Some(field)) => {
-                    ListColumnWriter::new(field.data_type(), &descr.column(leaf))
-                }
+                (Some((_, true)), Some(field)) => ListColumnWriter::new(
+                    field.data_type(),
+                    &descr.column(leaf),
+                    std::mem::take(&mut self.spare),
+                ),
                 _ => None,
             };
             encoders.push(match fast {
@@ -287,6 +293,7 @@ impl ParquetOutput {
                 Encoder::Fast(w) => {
                     let (bytes, close) = w.close().map_err(|e| err(&e))?;
                     rg.append_column(&bytes, close).map_err(|e| err(&e))?;
+                    self.spare.extend(bytes.recycle());
                 }
                 Encoder::Generic(w) => w
                     .close()

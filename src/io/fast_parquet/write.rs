@@ -137,7 +137,7 @@ impl ListColumnWriter {
 
     /// A writer for the leaf `descr` of a top-level column of `data_type`, when the fast path
     /// covers it (a list of float16/32/64 on a little-endian machine).
-    pub fn new(data_type: &DataType, descr: &ColumnDescPtr) -> Option<Self> {
+    pub fn new(data_type: &DataType, descr: &ColumnDescPtr, spare: Vec<Vec<u8>>) -> Option<Self> {
         if !Self::covers(data_type) {
             return None;
         }
@@ -163,7 +163,10 @@ impl ListColumnWriter {
             page: Vec::new(),
             compressed: Vec::new(),
             codec: None,
-            sink: TrackedWrite::new(Chunks::default()),
+            sink: TrackedWrite::new(Chunks {
+                spare,
+                ..Chunks::default()
+            }),
             num_values: 0,
             uncompressed: 0,
             rows: 0,
@@ -417,6 +420,8 @@ fn slice(buffer: &Buffer, first: usize, n: usize, width: usize) -> Result<Buffer
 pub struct Chunks {
     done: Vec<Bytes>,
     current: Vec<u8>,
+    /// Buffers of an earlier chunk, already faulted in.
+    spare: Vec<Vec<u8>>,
 }
 
 /// The smallest buffer of [`Chunks`].
@@ -435,13 +440,32 @@ impl Chunks {
     }
 }
 
+impl ChunkList {
+    /// The buffers back, once the chunk is in the file, for the next chunk to write into.
+    pub fn recycle(self) -> Vec<Vec<u8>> {
+        self.chunks
+            .into_iter()
+            .filter_map(|b| b.try_into_mut().ok().map(Vec::from))
+            .collect()
+    }
+}
+
 impl std::io::Write for Chunks {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if self.current.capacity() - self.current.len() < buf.len() {
             if !self.current.is_empty() {
                 self.done.push(Bytes::from(std::mem::take(&mut self.current)));
             }
-            self.current.reserve(buf.len().max(CHUNK_BYTES));
+            match self.spare.pop() {
+                Some(mut b) if b.capacity() >= buf.len() => {
+                    b.clear();
+                    self.current = b;
+                }
+                _ => {
+                    self.current.reserve(buf.len().max(CHUNK_BYTES));
+                    crate::mem::advise_huge_pages(&mut self.current);
+                }
+            }
         }
         self.current.extend_from_slice(buf);
         Ok(buf.len())

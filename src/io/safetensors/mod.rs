@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Float32Array, Int64Array, ListArray, RecordBatch, StringArray};
-use datafusion::arrow::buffer::OffsetBuffer;
+use datafusion::arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::error::DataFusionError;
@@ -16,6 +16,7 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use memmap2::Mmap;
+use safetensors::Dtype;
 
 mod parse;
 
@@ -241,25 +242,64 @@ impl SafetensorsModel {
                     e.name
                 ))
             })?;
-            let values = widen(e.dtype, bytes);
+            let values = mapped_f32(&shards, s, e.dtype, bytes)
+                .unwrap_or_else(|| ScalarBuffer::from(widen(e.dtype, bytes)));
             let shape: Vec<i64> = e.shape.iter().map(|&d| d as i64).collect();
             tensor_batch(&schema, &e.name, values, &shape, &format!("{:?}", e.dtype))
         })
     }
 }
 
+/// A slice of a shard's memory map, owned (the map stays alive while an array uses it).
+struct MapSlice {
+    shards: Arc<Vec<Shard>>,
+    shard: usize,
+    range: std::ops::Range<usize>,
+}
+
+impl AsRef<[u8]> for MapSlice {
+    fn as_ref(&self) -> &[u8] {
+        self.shards
+            .get(self.shard)
+            .and_then(|s| s.map.get(self.range.clone()))
+            .unwrap_or_default()
+    }
+}
+
+/// A little-endian, 4-byte aligned float32 tensor as a buffer over the memory map itself: no
+/// copy (and no fresh allocation to fault in) on the way to the Parquet writer.
+fn mapped_f32(
+    shards: &Arc<Vec<Shard>>,
+    shard: usize,
+    dtype: Dtype,
+    bytes: &[u8],
+) -> Option<ScalarBuffer<f32>> {
+    if dtype != Dtype::F32 || cfg!(target_endian = "big") || bytes.as_ptr().align_offset(4) != 0 {
+        return None;
+    }
+    let map = &shards.get(shard)?.map;
+    let start = (bytes.as_ptr() as usize).checked_sub(map.as_ptr() as usize)?;
+    let owner = MapSlice {
+        shards: Arc::clone(shards),
+        shard,
+        range: start..start + bytes.len(),
+    };
+    let buffer = Buffer::from(bytes::Bytes::from_owner(owner));
+    (buffer.len() == bytes.len()).then(|| ScalarBuffer::new(buffer, 0, bytes.len() / 4))
+}
+
 /// A one-row batch of [`schema`].
 pub fn tensor_batch(
     schema: &SchemaRef,
     name: &str,
-    values: Vec<f32>,
+    values: ScalarBuffer<f32>,
     shape: &[i64],
     dtype: &str,
 ) -> Result<RecordBatch> {
     let weights = ListArray::try_new(
         f32_item(),
         OffsetBuffer::from_lengths([values.len()]),
-        Arc::new(Float32Array::from(values)),
+        Arc::new(Float32Array::new(values, None)),
         None,
     )?;
     let shape = ListArray::try_new(
