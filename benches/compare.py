@@ -54,10 +54,14 @@ def make_table(mb: int) -> pa.Table:
                      "shape": [[ROWS, COLS]] * n_layers})
 
 
-def best(f, repeat: int) -> float:
+def best(f, repeat: int, settle: bool = False) -> float:
+    """Best of `repeat` timed runs after a warm-up; with `settle`, each run starts after
+    `os.sync()`, so that it does not wait for the disk to write back what the one before wrote."""
     f()  # warm up
     times = []
     for _ in range(repeat):
+        if settle:
+            os.sync()
         t = time.perf_counter()
         f()
         times.append(time.perf_counter() - t)
@@ -222,9 +226,11 @@ def e2e_rows(table: pa.Table, d: Path, repeat: int) -> list[tuple[str, str, floa
 
 
 def timed_child(cmd: list[str]) -> tuple[float, int]:
-    """Seconds and peak RSS (bytes) of a child process. The RSS comes from GNU time, whose own
-    child starts from a small process: Linux carries the forking process's peak RSS over
-    exec, so measuring a direct child of this (large) process would report ours."""
+    """Seconds and peak RSS (bytes) of a child process, started after `os.sync()` (see `best`).
+    The RSS comes from GNU time, whose own child starts from a small process: Linux carries the
+    forking process's peak RSS over exec, so measuring a direct child of this (large) process
+    would report ours."""
+    os.sync()
     t = time.perf_counter()
     proc = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True)
@@ -295,9 +301,9 @@ def parquet_rows(mb: int, compression: str, d: Path, repeat: int) -> list[tuple[
     # the fast path drops it for chunks it does not shrink).
     if compression == "none":  # the codec of the file read above plays no part here
         out = d / "w.parquet"
-        gen_w = best(lambda: _internal.write_parquet(table, str(out), False), repeat)
-        pa_w = best(lambda: pq.write_table(table, out), repeat)
-        fast_w = best(lambda: _internal.write_parquet(table, str(out), True), repeat)
+        gen_w = best(lambda: _internal.write_parquet(table, str(out), False), repeat, settle=True)
+        pa_w = best(lambda: pq.write_table(table, out), repeat, settle=True)
+        fast_w = best(lambda: _internal.write_parquet(table, str(out), True), repeat, settle=True)
         rows.append((f"write {mb} MB", "parquet crate generic writer", nbytes / gen_w, "1.00 (baseline)"))
         rows.append((f"write {mb} MB", "pyarrow.parquet.write_table", nbytes / pa_w, f"{gen_w / pa_w:.2f}x"))
         rows.append((f"write {mb} MB", "arrowquant.write_parquet (fast path)", nbytes / fast_w,
@@ -308,7 +314,7 @@ def parquet_rows(mb: int, compression: str, d: Path, repeat: int) -> list[tuple[
     values = table.column("weights").chunk(0).values.to_numpy()
     save_file({n: values[i * ROWS * COLS:(i + 1) * ROWS * COLS].reshape(ROWS, COLS)
                for i, n in enumerate(table.column("layer_name").to_pylist())}, str(model))
-    write = best(lambda: pq.write_table(table, d / "pa-write.parquet", compression=compression), repeat)
+    write = best(lambda: pq.write_table(table, d / "pa-write.parquet", compression=compression), repeat, settle=True)
     imp, _ = best_child([py, "-m", "arrowquant", "import", str(model), str(d / "imported.parquet"), "--overwrite"],
                         repeat)
     model.unlink()

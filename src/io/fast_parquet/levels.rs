@@ -18,8 +18,12 @@ pub fn bit_width(max_level: i16) -> u8 {
     (16 - (max_level.max(0) as u16).leading_zeros()) as u8
 }
 
-/// Appends `run`, merging it with the last run when the values are equal.
-fn push(out: &mut Vec<Run>, value: u32, count: u32) {
+/// Appends `run`, merging it with the last run when the values are equal (a run of 0 adds
+/// nothing).
+pub fn push(out: &mut Vec<Run>, value: u32, count: u32) {
+    if count == 0 {
+        return;
+    }
     match out.last_mut() {
         Some(last) if last.value == value => last.count += count,
         _ => out.push(Run { value, count }),

@@ -26,7 +26,7 @@ use parquet::file::metadata::ColumnChunkMetaData;
 use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
 use parquet::schema::types::ColumnDescPtr;
 
-use super::levels::bit_width;
+use super::levels::{Run, bit_width, encode_runs, push};
 use super::read::fast_item_width;
 
 /// Bytes of values per data page (the parquet crate's default page size).
@@ -38,45 +38,24 @@ const PAGE_LEVELS: u32 = 1 << 20;
 /// A page compresses when SNAPPY makes its first page smaller than this fraction.
 const COMPRESS_BELOW: f64 = 0.9;
 
-/// Run-length encoded levels (Parquet's RLE/bit-packed hybrid, RLE runs only).
+/// Levels as runs, written in Parquet's RLE/bit-packed hybrid (RLE runs only).
 #[derive(Debug, Default)]
 struct Runs {
-    runs: Vec<(u16, u32)>,
+    runs: Vec<Run>,
 }
 
 impl Runs {
     fn push(&mut self, level: u16, count: u32) {
-        if count == 0 {
-            return;
-        }
-        match self.runs.last_mut() {
-            Some((l, c)) if *l == level => *c += count,
-            _ => self.runs.push((level, count)),
-        }
+        push(&mut self.runs, u32::from(level), count);
     }
 
     /// Appends the v1 form (a 4-byte length, then the runs) to `out`.
     fn encode(&mut self, bit_width: u8, out: &mut Vec<u8>) {
         let start = out.len();
         out.extend_from_slice(&[0; 4]);
-        let value_bytes = usize::from(bit_width).div_ceil(8);
-        for &(level, count) in &self.runs {
-            // An RLE run's header is its count shifted left once (the low bit 0 says RLE).
-            let mut header = u64::from(count) << 1;
-            loop {
-                let byte = (header & 0x7f) as u8;
-                header >>= 7;
-                if header == 0 {
-                    out.push(byte);
-                    break;
-                }
-                out.push(byte | 0x80);
-            }
-            out.extend_from_slice(&level.to_le_bytes()[..value_bytes]);
-        }
+        encode_runs(self.runs.drain(..), bit_width, out);
         let len = (out.len() - start - 4) as u32;
         out[start..start + 4].copy_from_slice(&len.to_le_bytes());
-        self.runs.clear();
     }
 }
 
