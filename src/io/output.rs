@@ -132,7 +132,11 @@ impl ParquetOutput {
         // The offset index requires pages that start on rows, and the crate cannot write it for
         // some columns only: a file with a fast column has none (and chunk statistics, since
         // page statistics force the offset index). Its readers lose nothing they use.
-        let has_fast = fast && schema.fields().iter().any(|f| ListColumnWriter::covers(f.data_type()));
+        let has_fast = fast
+            && schema
+                .fields()
+                .iter()
+                .any(|f| ListColumnWriter::covers(f.data_type()));
         let props = WriterProperties::builder()
             .set_offset_index_disabled(has_fast)
             .set_statistics_enabled(if has_fast {
@@ -152,14 +156,15 @@ impl ParquetOutput {
             ))
             .build();
         let max_rows = props.max_row_group_row_count().unwrap_or(usize::MAX);
-        let err = |e: parquet::errors::ParquetError| Error::Data(format!("{}: {e}", target.display()));
+        let err =
+            |e: parquet::errors::ParquetError| Error::Data(format!("{}: {e}", target.display()));
         // ArrowWriter writes the Arrow schema into the footer; its lower half does the rest.
         // The crate writes through an 8 KiB buffer, and splices column chunks in 8 KiB pieces:
         // a large buffer beneath makes those one system call per 8 MiB.
         let sink = BufWriter::with_capacity(8 << 20, temp_beside(target)?);
         let (file, factory) = ArrowWriter::try_new(sink, Arc::clone(&schema), Some(props))
-                .and_then(ArrowWriter::into_serialized_writer)
-                .map_err(err)?;
+            .and_then(ArrowWriter::into_serialized_writer)
+            .map_err(err)?;
         let descr = file.schema_descr();
         let mut columns: Vec<(Range<usize>, bool)> = vec![(0..0, false); schema.fields().len()];
         for leaf in 0..descr.num_columns() {
@@ -253,12 +258,14 @@ impl ParquetOutput {
             }
             let computed = compute_leaves(field, array).map_err(|e| self.err(e))?;
             if computed.len() != encoders.len() {
-                return Err(Error::DataFusion(datafusion::error::DataFusionError::Internal(format!(
-                    "column {}: {} leaves where the schema has {}",
-                    field.name(),
-                    computed.len(),
-                    encoders.len()
-                ))));
+                return Err(Error::DataFusion(
+                    datafusion::error::DataFusionError::Internal(format!(
+                        "column {}: {} leaves where the schema has {}",
+                        field.name(),
+                        computed.len(),
+                        encoders.len()
+                    )),
+                ));
             }
             for (leaf, encoder) in computed.iter().zip(encoders.iter_mut()) {
                 if let Encoder::Generic(w) = encoder {

@@ -431,7 +431,12 @@ fn write_parquet(
     let reader = data.into_reader()?;
     let schema = reader.schema();
     py.detach(|| {
-        crate::io::output::write_all(&path, &schema, reader.map(|b| b.map_err(Error::Arrow)), fast)
+        crate::io::output::write_all(
+            &path,
+            &schema,
+            reader.map(|b| b.map_err(Error::Arrow)),
+            fast,
+        )
     })
     .map_err(|e| to_py(py, e))
 }

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Float16Array, Float32Array, Float64Array, GenericListArray, Int64Array,
-    OffsetSizeTrait, RecordBatch, StringArray,
+    Array, ArrayRef, AsArray, Float16Array, Float32Array, Float64Array, GenericListArray,
+    Int64Array, OffsetSizeTrait, RecordBatch, StringArray,
 };
 use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
@@ -319,22 +319,39 @@ fn fast_writer_splits_long_rows_into_pages_and_compresses_only_what_shrinks() {
     }
     let reader = SerializedFileReader::new(std::fs::File::open(&paths[0]).unwrap()).unwrap();
     let chunk = reader.metadata().row_group(0).column(0).clone();
-    assert_eq!(chunk.compression(), Compression::UNCOMPRESSED, "noise does not shrink");
+    assert_eq!(
+        chunk.compression(),
+        Compression::UNCOMPRESSED,
+        "noise does not shrink"
+    );
     assert_eq!(chunk.num_values(), 3 << 20);
-    let pages = reader.get_row_group(0).unwrap().get_column_page_reader(0).unwrap();
+    let pages = reader
+        .get_row_group(0)
+        .unwrap()
+        .get_column_page_reader(0)
+        .unwrap();
     assert_eq!(pages.count(), 12, "12 MiB of values in pages of 1 MiB");
     let reader = SerializedFileReader::new(std::fs::File::open(&paths[1]).unwrap()).unwrap();
     let chunk = reader.metadata().row_group(0).column(0).clone();
-    assert_eq!(chunk.compression(), Compression::SNAPPY, "runs of equal values shrink");
-    assert!(chunk.compressed_size() < 1 << 20, "{}", chunk.compressed_size());
+    assert_eq!(
+        chunk.compression(),
+        Compression::SNAPPY,
+        "runs of equal values shrink"
+    );
+    assert!(
+        chunk.compressed_size() < 1 << 20,
+        "{}",
+        chunk.compressed_size()
+    );
     for (path, row) in paths.iter().zip(&rows) {
         assert!(compare_file(path, 1).is_empty());
         let f = std::fs::File::open(path).unwrap();
         let mut r = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(f, 4).unwrap();
         let b = r.next().unwrap().unwrap();
         let list = b.column(0).as_list::<i32>();
-        let values = list.values().as_primitive::<datafusion::arrow::datatypes::Float32Type>();
+        let values = list
+            .values()
+            .as_primitive::<datafusion::arrow::datatypes::Float32Type>();
         assert_eq!(values.values().as_ref(), row.as_slice());
     }
 }
-

@@ -111,7 +111,10 @@ impl ListColumnWriter {
             _ => return false,
         };
         cfg!(target_endian = "little")
-            && matches!(item, DataType::Float16 | DataType::Float32 | DataType::Float64)
+            && matches!(
+                item,
+                DataType::Float16 | DataType::Float32 | DataType::Float64
+            )
     }
 
     /// A writer for the leaf `descr` of a top-level column of `data_type`, when the fast path
@@ -327,8 +330,8 @@ impl ListColumnWriter {
         let spec = SerializedPageWriter::new(&mut self.sink)
             .write_page(CompressedPage::new(data_page, uncompressed))
             .map_err(|e| e.to_string())?;
-        self.uncompressed += (spec.bytes_written as usize - spec.compressed_size
-            + spec.uncompressed_size) as i64;
+        self.uncompressed +=
+            (spec.bytes_written as usize - spec.compressed_size + spec.uncompressed_size) as i64;
         self.num_values += i64::from(self.levels);
         self.levels = 0;
         self.value_bytes = 0;
@@ -345,7 +348,8 @@ impl ListColumnWriter {
 
     /// Compresses `page` into `self.compressed`.
     fn snappy(&mut self, page: &[u8]) -> Result<(), String> {
-        self.compressed.resize(snap::raw::max_compress_len(page.len()), 0);
+        self.compressed
+            .resize(snap::raw::max_compress_len(page.len()), 0);
         let n = snap::raw::Encoder::new()
             .compress(page, &mut self.compressed)
             .map_err(|e| format!("snappy: {e}"))?;
@@ -409,7 +413,8 @@ const CHUNK_BYTES: usize = 8 << 20;
 impl Chunks {
     fn finish(mut self) -> ChunkList {
         if !self.current.is_empty() {
-            self.done.push(Bytes::from(std::mem::take(&mut self.current)));
+            self.done
+                .push(Bytes::from(std::mem::take(&mut self.current)));
         }
         let len = self.done.iter().map(|b| b.len() as u64).sum();
         ChunkList {
@@ -433,7 +438,8 @@ impl std::io::Write for Chunks {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if self.current.capacity() - self.current.len() < buf.len() {
             if !self.current.is_empty() {
-                self.done.push(Bytes::from(std::mem::take(&mut self.current)));
+                self.done
+                    .push(Bytes::from(std::mem::take(&mut self.current)));
             }
             match self.spare.pop() {
                 Some(mut b) if b.capacity() >= buf.len() => {
