@@ -278,15 +278,37 @@ multiversion! {
 #[inline(always)]
 fn histogram_portable(x: &[f32], lo: f32, hi: f32, bins: usize) -> Vec<u64> {
     let (lo, width) = (f64::from(lo), (f64::from(hi) - f64::from(lo)) / bins as f64);
-    let mut counts = vec![0u64; bins];
-    for &v in x {
-        let b = ((f64::from(v) - lo) / width) as usize;
-        // The clamp puts the max (and any rounding past it) into the last bin.
-        if let Some(c) = counts.get_mut(b.min(bins - 1)) {
-            *c += 1;
+    let last = bins - 1;
+    // The clamp puts the max (and any rounding past it) into the last bin.
+    let bin = |v: f32| (((f64::from(v) - lo) / width) as usize).min(last);
+    // Four sets of counts, one per element mod 4: neighbours usually fall in the same bin, and
+    // one set would make each increment wait for the store of the one before. The sum is the
+    // same counts.
+    let mut counts = vec![[0u32; 4]; bins];
+    let mut wide = vec![0u64; bins];
+    for block in x.chunks(4 << 20) {
+        let chunks = block.chunks_exact(4);
+        let tail = chunks.remainder();
+        for c in chunks {
+            let b = [bin(c[0]), bin(c[1]), bin(c[2]), bin(c[3])];
+            for (lane, &b) in b.iter().enumerate() {
+                if let Some(k) = counts.get_mut(b) {
+                    k[lane] += 1;
+                }
+            }
+        }
+        for &v in tail {
+            if let Some(k) = counts.get_mut(bin(v)) {
+                k[0] += 1;
+            }
+        }
+        // u32 counts take at most 4 Mi elements per block: add them up before they could wrap.
+        for (w, k) in wide.iter_mut().zip(counts.iter_mut()) {
+            *w += k.iter().map(|&n| u64::from(n)).sum::<u64>();
+            *k = [0; 4];
         }
     }
-    counts
+    wide
 }
 
 /// Tensors smaller than this are quantized on one thread.
