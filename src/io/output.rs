@@ -209,7 +209,7 @@ impl ParquetOutput {
     }
 
     fn err(&self, e: impl std::fmt::Display) -> Error {
-        Error::Data(format!("writing {}: {e}", self.target.display()))
+        writing(&self.target, e)
     }
 
     /// A fresh row group's encoders.
@@ -292,8 +292,9 @@ impl ParquetOutput {
 
     /// Writes `group` to the file as its next row group.
     fn flush(&mut self, group: RowGroup) -> Result<()> {
-        let target = self.target.display().to_string();
-        let err = |e: &dyn std::fmt::Display| Error::Data(format!("writing {target}: {e}"));
+        // `rg` borrows the file, so errors are made from the path alone.
+        let target = &self.target;
+        let err = |e: &dyn std::fmt::Display| writing(target, e);
         let mut rg = self.file.next_row_group().map_err(|e| err(&e))?;
         for encoder in group.encoders {
             match encoder {
@@ -322,11 +323,16 @@ impl ParquetOutput {
         let tmp = self
             .file
             .into_inner()
-            .map_err(|e| Error::Data(format!("writing {}: {e}", target.display())))?
+            .map_err(|e| writing(&target, e))?
             .into_inner()
             .map_err(|e| Error::io(&target)(e.into_error()))?;
         commit(tmp, &target)
     }
+}
+
+/// The error of a failed write of `target`.
+fn writing(target: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Data(format!("writing {}: {e}", target.display()))
 }
 
 /// The key-value metadata every output carries: `arrowquant.version`, then `extra`.

@@ -317,8 +317,12 @@ fn fast_writer_splits_long_rows_into_pages_and_compresses_only_what_shrinks() {
         out.commit().unwrap();
         paths.push(path);
     }
-    let reader = SerializedFileReader::new(std::fs::File::open(&paths[0]).unwrap()).unwrap();
-    let chunk = reader.metadata().row_group(0).column(0).clone();
+    let open = |p: &std::path::Path| {
+        let reader = SerializedFileReader::new(std::fs::File::open(p).unwrap()).unwrap();
+        let chunk = reader.metadata().row_group(0).column(0).clone();
+        (reader, chunk)
+    };
+    let (reader, chunk) = open(&paths[0]);
     assert_eq!(
         chunk.compression(),
         Compression::UNCOMPRESSED,
@@ -331,8 +335,7 @@ fn fast_writer_splits_long_rows_into_pages_and_compresses_only_what_shrinks() {
         .get_column_page_reader(0)
         .unwrap();
     assert_eq!(pages.count(), 12, "12 MiB of values in pages of 1 MiB");
-    let reader = SerializedFileReader::new(std::fs::File::open(&paths[1]).unwrap()).unwrap();
-    let chunk = reader.metadata().row_group(0).column(0).clone();
+    let (_, chunk) = open(&paths[1]);
     assert_eq!(
         chunk.compression(),
         Compression::SNAPPY,
