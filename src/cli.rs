@@ -49,6 +49,43 @@ enum Command {
         /// Register a Parquet file or directory as a table: NAME=PATH.
         #[arg(long = "table", value_parser = parse_table)]
         tables: Vec<(String, PathBuf)>,
+        /// Run on the Ballista cluster whose scheduler is at df://HOST:PORT (the tables' paths
+        /// must be readable by every executor).
+        #[arg(long)]
+        cluster: Option<String>,
+    },
+    /// Run a cluster's scheduler (Apache DataFusion Ballista) with the arrowquant functions.
+    Scheduler {
+        /// Where to listen, HOST:PORT.
+        #[arg(long, default_value = "0.0.0.0:50050")]
+        bind: std::net::SocketAddr,
+        /// Seconds without a heartbeat before an executor is lost and its tasks run elsewhere.
+        #[arg(long, default_value_t = 60)]
+        executor_timeout: u64,
+    },
+    /// Run a cluster executor (Apache DataFusion Ballista) with the arrowquant functions.
+    Executor {
+        /// The scheduler, HOST:PORT.
+        #[arg(long)]
+        scheduler: String,
+        /// Where shuffle files go.
+        #[arg(long)]
+        work_dir: PathBuf,
+        /// Task slots (default: one per core).
+        #[arg(long, default_value_t = 0)]
+        concurrent_tasks: usize,
+        /// The Arrow Flight address, HOST:PORT; gRPC listens on the next port.
+        #[arg(long, default_value = "0.0.0.0:50051")]
+        bind: std::net::SocketAddr,
+        /// The gRPC port (default: the Flight port + 1).
+        #[arg(long)]
+        grpc_port: Option<u16>,
+        /// The host name other machines reach this executor by (default: the bind address).
+        #[arg(long)]
+        external_host: Option<String>,
+        /// Seconds between heartbeats to the scheduler.
+        #[arg(long, default_value_t = 10)]
+        heartbeat: u64,
     },
     /// Import a .safetensors model as a Parquet weight table (float tensors widened to f32).
     Import {
@@ -130,6 +167,10 @@ struct ConvertArgs {
     /// Also write the report as JSON to this file.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Run on the Ballista cluster whose scheduler is at df://HOST:PORT: OUTPUT is a
+    /// directory every executor writes its parts into (a shared path).
+    #[arg(long)]
+    cluster: Option<String>,
 }
 
 fn parse_scheme(s: &str) -> std::result::Result<Scheme, String> {
@@ -319,9 +360,18 @@ fn convert(args: &ConvertArgs) -> Result<Report> {
         min_cosine: args.min_cosine,
     };
     opts.quantize().validate()?;
-    let bar = Bar::new(total_rows(&args.input).unwrap_or(0), "convert");
-    let report = runtime()?.block_on(job::convert(&args.input, &args.output, &opts, &bar))?;
-    drop(bar);
+    let report = match &args.cluster {
+        Some(url) => runtime()?.block_on(crate::cluster::convert(
+            url,
+            &args.input,
+            &args.output,
+            &opts,
+        ))?,
+        None => {
+            let bar = Bar::new(total_rows(&args.input).unwrap_or(0), "convert");
+            runtime()?.block_on(job::convert(&args.input, &args.output, &opts, &bar))?
+        }
+    };
     if let Some(path) = &args.report {
         let json = serde_json::to_string_pretty(&report.to_json())
             .map_err(|e| Error::Config(e.to_string()))?;
@@ -421,6 +471,18 @@ fn demo(dir: &Path, scale: f64, scheme: Scheme) -> Result<()> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Convert(args)
+            if args.cluster.is_some()
+                && (is_gguf(&args.input)
+                    || is_gguf(&args.output)
+                    || is_compressed_tensors(&args)) =>
+        {
+            return Err(Error::Config(
+                "--cluster converts Parquet weight tables into a directory of Parquet parts; \
+                 GGUF and compressed-tensors outputs are written on one machine"
+                    .into(),
+            ));
+        }
         Command::Convert(args) if is_gguf(&args.input) || is_gguf(&args.output) => {
             convert_gguf(&args)?
         }
@@ -443,13 +505,18 @@ fn run(cli: Cli) -> Result<()> {
             query,
             file,
             tables,
+            cluster,
         } => {
             let sql = match (query, file) {
                 (Some(q), None) => q,
                 (None, Some(f)) => std::fs::read_to_string(&f).map_err(Error::io(&f))?,
                 _ => return Err(Error::Config("sql: give either a QUERY or -f FILE".into())),
             };
-            for batches in runtime()?.block_on(job::run_sql(&sql, &tables))? {
+            let results = match cluster {
+                Some(url) => runtime()?.block_on(crate::cluster::run_sql(&url, &sql, &tables))?,
+                None => runtime()?.block_on(job::run_sql(&sql, &tables))?,
+            };
+            for batches in results {
                 let text = pretty_format_batches(&batches)?;
                 say(&format!("{text}\n"));
             }
@@ -471,6 +538,34 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Demo { dir, scale, scheme } => demo(&dir, scale, scheme)?,
+        Command::Scheduler {
+            bind,
+            executor_timeout,
+        } => runtime()?.block_on(crate::cluster::run_scheduler(
+            &crate::cluster::SchedulerOptions {
+                bind,
+                executor_timeout,
+            },
+        ))?,
+        Command::Executor {
+            scheduler,
+            work_dir,
+            concurrent_tasks,
+            bind,
+            grpc_port,
+            external_host,
+            heartbeat,
+        } => runtime()?.block_on(crate::cluster::run_executor(
+            &crate::cluster::ExecutorOptions {
+                scheduler,
+                bind,
+                grpc_port,
+                external_host,
+                work_dir,
+                concurrent_tasks,
+                heartbeat,
+            },
+        ))?,
     }
     Ok(())
 }

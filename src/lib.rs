@@ -12,6 +12,7 @@
 
 pub mod array;
 pub mod cli;
+pub mod cluster;
 pub mod error;
 pub mod io;
 pub mod job;

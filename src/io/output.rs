@@ -315,18 +315,24 @@ impl ParquetOutput {
     }
 
     /// Finishes the file and moves it to its final path.
-    pub fn commit(mut self) -> Result<()> {
+    pub fn commit(self) -> Result<()> {
+        let target = self.target.clone();
+        self.commit_as(&target)
+    }
+
+    /// Finishes the file and moves it to `target` instead, a path in the same directory (a name
+    /// known only once every row is written).
+    pub fn commit_as(mut self, target: &Path) -> Result<()> {
         if let Some(group) = self.group.take() {
             self.flush(group)?;
         }
-        let target = self.target;
         let tmp = self
             .file
             .into_inner()
-            .map_err(|e| writing(&target, e))?
+            .map_err(|e| writing(target, e))?
             .into_inner()
-            .map_err(|e| Error::io(&target)(e.into_error()))?;
-        commit(tmp, &target)
+            .map_err(|e| Error::io(target)(e.into_error()))?;
+        commit(tmp, target)
     }
 }
 

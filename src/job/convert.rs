@@ -11,6 +11,10 @@ use datafusion::functions_nested::expr_fn::{array_element, array_length};
 use datafusion::logical_expr::{Expr, cast, ident, lit, when};
 use serde::Serialize;
 
+use datafusion::dataframe::DataFrame;
+use datafusion::execution::context::SessionContext;
+
+use super::parts::{PartsSpec, WriteParts, finish, prepare_dir, write_manifest};
 use super::report::{ORIGINAL, Report, ReportBuilder};
 use super::{Progress, check_paths, job_context, name_layers, write_streams};
 use crate::array::{LAYER_NAME, Q, SHAPE, WEIGHTS, check_options, validate_schema};
@@ -114,19 +118,10 @@ fn q_expr(opts: &ConvertOptions) -> Result<(Expr, Option<Expr>)> {
     }
 }
 
-/// Converts a Parquet weight table to a quantized one; returns the report.
-pub async fn convert(
-    input: &Path,
-    output: &Path,
-    opts: &ConvertOptions,
-    progress: &dyn Progress,
-) -> Result<Report> {
-    check_paths(input, output, opts.overwrite)?;
-    let mut report = ReportBuilder::default();
-    let ctx = job_context();
-    let partitions = ctx.copied_config().target_partitions();
-    crate::io::parquet_source::register_streaming(&ctx, "input", input, partitions)?;
-    let df = ctx.table("input").await?;
+/// The converted table of `df` (a weight table read from `input`): every column but the
+/// weights, `q`, the weights of excluded layers, and the original weights in [`ORIGINAL`] for
+/// the report (dropped before writing).
+pub(crate) fn converted(df: DataFrame, input: &Path, opts: &ConvertOptions) -> Result<DataFrame> {
     let schema = df.schema().as_arrow().clone();
     validate_schema(&schema).map_err(|e| Error::Schema(format!("{}: {e}", input.display())))?;
     check_options(&schema, &opts.quantize()).map_err(|e| match e {
@@ -145,9 +140,39 @@ pub async fn convert(
     if let Some(e) = excluded {
         select.push(when(e, ident(WEIGHTS)).end()?.alias(WEIGHTS));
     }
-    // The original weights ride along for the report and are dropped before writing.
     select.push(ident(WEIGHTS).alias(ORIGINAL));
-    let df = df.select(select)?;
+    Ok(df.select(select)?)
+}
+
+/// The key-value metadata of a converted table's files: the version and the options.
+fn options_metadata(opts: &ConvertOptions) -> Vec<(String, String)> {
+    let options = serde_json::to_string(opts).unwrap_or_default();
+    metadata(&[("arrowquant.options", options)])
+}
+
+/// Whether `output` names a directory of parts rather than a file: an existing directory, or
+/// a path written with a trailing `/`.
+pub fn is_dir_output(output: &Path) -> bool {
+    output.is_dir() || output.as_os_str().to_string_lossy().ends_with('/')
+}
+
+/// Converts a Parquet weight table to a quantized one; returns the report. `output` is a file,
+/// or a directory of part files with a manifest ([`is_dir_output`], [`super::parts`]).
+pub async fn convert(
+    input: &Path,
+    output: &Path,
+    opts: &ConvertOptions,
+    progress: &dyn Progress,
+) -> Result<Report> {
+    if is_dir_output(output) {
+        return convert_to_dir(input, output, opts).await;
+    }
+    check_paths(input, output, opts.overwrite)?;
+    let mut report = ReportBuilder::default();
+    let ctx = job_context();
+    let partitions = ctx.copied_config().target_partitions();
+    crate::io::parquet_source::register_streaming(&ctx, "input", input, partitions)?;
+    let df = converted(ctx.table("input").await?, input, opts)?;
     let full_schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     let keep: Vec<usize> = (0..full_schema.fields().len())
         .filter(|&i| full_schema.field(i).name() != ORIGINAL)
@@ -156,12 +181,7 @@ pub async fn convert(
     let task = Arc::new(df.task_ctx());
     let plan = name_layers(df.create_physical_plan().await?)?;
     let streams = datafusion::physical_plan::execute_stream_partitioned(plan, task)?;
-    let options = serde_json::to_string(opts).unwrap_or_default();
-    let out = ParquetOutput::create(
-        output,
-        &out_schema,
-        &metadata(&[("arrowquant.options", options)]),
-    )?;
+    let out = ParquetOutput::create(output, &out_schema, &options_metadata(opts))?;
     write_streams(streams, out, |batch| {
         let bytes = report.add(batch)?;
         progress.advance(batch.num_rows() as u64, bytes);
@@ -170,6 +190,73 @@ pub async fn convert(
     .await?;
     report.sort_by_layer_name();
     report.finish()
+}
+
+/// `convert` into a directory on this machine: one part per partition of the input.
+async fn convert_to_dir(input: &Path, output: &Path, opts: &ConvertOptions) -> Result<Report> {
+    check_dir_paths(input, output)?;
+    let ctx = job_context();
+    let partitions = ctx.copied_config().target_partitions();
+    crate::io::parquet_source::register_streaming(&ctx, "input", input, partitions)?;
+    let df = converted(ctx.table("input").await?, input, opts)?;
+    prepare_dir(output, opts.overwrite)?;
+    write_parts(&ctx, df, output, opts, true).await
+}
+
+/// Checks that a directory output is not the input, nor inside it.
+pub(crate) fn check_dir_paths(input: &Path, output: &Path) -> Result<()> {
+    let canonical_in = input
+        .canonicalize()
+        .map_err(|e| Error::Config(format!("input {}: {e}", input.display())))?;
+    if let Ok(out) = output.canonicalize()
+        && (out == canonical_in || out.starts_with(&canonical_in) || canonical_in.starts_with(&out))
+    {
+        return Err(Error::Config(format!(
+            "output {} overlaps the input {}; write somewhere else",
+            output.display(),
+            input.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Runs `df` (a [`converted`] table) as a [`WriteParts`] plan into `dir` on `ctx` (here, or on
+/// the cluster `ctx` is connected to), then writes the manifest; returns the report. `here`:
+/// the plan runs in this process, and its errors name the failing layer.
+pub(crate) async fn write_parts(
+    ctx: &SessionContext,
+    df: DataFrame,
+    dir: &Path,
+    opts: &ConvertOptions,
+    here: bool,
+) -> Result<Report> {
+    let mut report = ReportBuilder::default();
+    let spec = PartsSpec {
+        dir: dir.display().to_string(),
+        metadata: options_metadata(opts),
+    };
+    let plan = WriteParts::try_new(df.logical_plan().clone(), spec)?.into_plan();
+    let df = ctx.execute_logical_plan(plan).await?;
+    let lines = if here {
+        let task = Arc::new(df.task_ctx());
+        let plan = name_layers(df.create_physical_plan().await?)?;
+        datafusion::physical_plan::collect(plan, task).await?
+    } else {
+        df.collect().await.map_err(|e| {
+            Error::Data(format!(
+                "the job failed on the cluster, so {} has no manifest ({}); run it again with \
+                 --overwrite: {e}",
+                dir.display(),
+                super::parts::MANIFEST
+            ))
+        })?
+    };
+    let options = serde_json::to_value(opts).unwrap_or_default();
+    let manifest = finish(dir, &lines, options, &mut report)?;
+    report.sort_by_layer_name();
+    let report = report.finish()?;
+    write_manifest(dir, manifest, &report)?;
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -11,14 +11,17 @@ mod dequantize;
 mod gguf;
 mod import;
 mod layer_names;
+pub mod parts;
 mod report;
 mod sql;
 mod summarize;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SessionContext;
 use datafusion::prelude::SessionConfig;
 use futures::StreamExt;
@@ -27,14 +30,15 @@ pub use compressed_tensors::{
     CompressedTensorsOptions, DEFAULT_DENSE, DEFAULT_MAX_SHARD_BYTES, ExportReport,
     convert_compressed_tensors, export_q_table, glob_match,
 };
-pub use convert::{ConvertOptions, convert};
+pub use convert::{ConvertOptions, convert, is_dir_output};
+pub(crate) use convert::{check_dir_paths, converted, write_parts};
 pub use demo::{demo_model_shapes, write_demo_model};
 pub use dequantize::dequantize;
 pub use gguf::{GgufOptions, GgufReport, PRESETS, PRESETS_SQL, TypeRules, convert_gguf};
 pub use import::{ImportReport, import_safetensors};
 pub use layer_names::{NameLayersExec, name_layers};
 pub use report::{Report, ReportBuilder, TOTALS};
-pub use sql::run_sql;
+pub use sql::{run_sql, run_statements};
 pub use summarize::summarize;
 
 use crate::error::{Error, Result};
@@ -73,7 +77,13 @@ pub fn job_context() -> SessionContext {
     let config = SessionConfig::new()
         .with_batch_size(JOB_BATCH_ROWS)
         .with_round_robin_repartition(false);
-    let ctx = SessionContext::new_with_config(config);
+    // The planner knows `WriteParts`, the node of outputs written as part files.
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_query_planner(Arc::new(parts::PartsQueryPlanner))
+        .build();
+    let ctx = SessionContext::new_with_state(state);
     crate::register_all(&ctx);
     ctx
 }

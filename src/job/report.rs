@@ -11,7 +11,9 @@ use datafusion::arrow::array::{
     UInt64Array,
 };
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, UInt64Type};
+use datafusion::arrow::datatypes::{
+    DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, UInt64Type,
+};
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use serde_json::{Map, Value};
 
@@ -32,7 +34,17 @@ pub const TOTALS: [&str; 6] = [
     "throughput_bytes_per_s",
 ];
 
-/// `before / after`, 1 when nothing is after.
+/// The float columns of [`ReportBuilder::part_schema`]: a layer's [`ErrorSums`], then its
+/// sensitivity.
+const PART_SUMS: [&str; 6] = [
+    "squared_error",
+    "max_abs_error",
+    "xx",
+    "yy",
+    "xy",
+    "sensitivity",
+];
+
 /// [`error_sums`] of `x` against `y` on every core, added piece by piece.
 fn sums_threads(x: &[f32], y: &[f32]) -> ErrorSums {
     let mut total = ErrorSums::default();
@@ -44,6 +56,7 @@ fn sums_threads(x: &[f32], y: &[f32]) -> ErrorSums {
     total
 }
 
+/// `before / after`, 1 when nothing is after.
 fn ratio(before: u64, after: u64) -> f64 {
     if after == 0 {
         1.0
@@ -60,7 +73,7 @@ struct Line {
     numel: u64,
     bytes_before: u64,
     bytes_after: u64,
-    metrics: [f64; 4],
+    sums: ErrorSums,
     sensitivity: f64,
 }
 
@@ -136,7 +149,6 @@ impl ReportBuilder {
                 _ => ("float32".to_string(), bytes_before, sums_threads(x, x)),
             };
             self.totals.add(&sums);
-            let m = sums.metrics();
             self.lines.push(Line {
                 layer_name,
                 shape,
@@ -144,11 +156,143 @@ impl ReportBuilder {
                 numel: x.len() as u64,
                 bytes_before,
                 bytes_after,
-                metrics: [m.mse, m.max_abs_error, m.sqnr_db, m.cosine_similarity],
+                sums,
                 sensitivity,
             });
         }
         Ok(bytes)
+    }
+
+    /// The schema of [`Self::part_batch`]: where a part was written, then each layer's line
+    /// with its raw error sums, so that the lines of many parts add up to the same report.
+    pub fn part_schema() -> SchemaRef {
+        let u64s = ["rows", "numel", "bytes_before", "bytes_after", "n"];
+        let mut fields = vec![
+            Field::new("part", DataType::Utf8, false),
+            Field::new("executor", DataType::Utf8, false),
+            Field::new("file_bytes", DataType::UInt64, false),
+            Field::new(LAYER_NAME, DataType::Utf8, false),
+            Field::new(SHAPE, i64_list(), true),
+            Field::new("scheme", DataType::Utf8, false),
+        ];
+        fields.extend(u64s.iter().map(|n| Field::new(*n, DataType::UInt64, false)));
+        fields.extend(
+            PART_SUMS
+                .iter()
+                .map(|n| Field::new(*n, DataType::Float64, false)),
+        );
+        Arc::new(Schema::new(fields))
+    }
+
+    /// The lines gathered so far as rows of [`Self::part_schema`], for the part file `part`
+    /// (`rows` rows, `file_bytes` bytes) written by `executor`.
+    pub fn part_batch(
+        &self,
+        part: &str,
+        executor: &str,
+        rows: u64,
+        file_bytes: u64,
+    ) -> Result<RecordBatch> {
+        let l = &self.lines;
+        let n = l.len();
+        let strings = |f: fn(&Line) -> &str| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(l.iter().map(f)))
+        };
+        let u64s = |f: fn(&Line) -> u64| -> ArrayRef {
+            Arc::new(UInt64Array::from_iter_values(l.iter().map(f)))
+        };
+        let f64s = |f: fn(&Line) -> f64| -> ArrayRef {
+            Arc::new(Float64Array::from_iter_values(l.iter().map(f)))
+        };
+        let mut shapes = ListBuilder::new(Int64Builder::new());
+        for line in l {
+            shapes.append_option(line.shape.as_ref().map(|s| s.iter().copied().map(Some)));
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(part, n))),
+            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                executor, n,
+            ))),
+            Arc::new(UInt64Array::from_iter_values(std::iter::repeat_n(
+                file_bytes, n,
+            ))),
+            strings(|l| &l.layer_name),
+            Arc::new(shapes.finish()),
+            strings(|l| &l.scheme),
+            Arc::new(UInt64Array::from_iter_values(std::iter::repeat_n(rows, n))),
+            u64s(|l| l.numel),
+            u64s(|l| l.bytes_before),
+            u64s(|l| l.bytes_after),
+            u64s(|l| l.sums.n as u64),
+            f64s(|l| l.sums.squared_error),
+            f64s(|l| l.sums.max_abs_error),
+            f64s(|l| l.sums.xx),
+            f64s(|l| l.sums.yy),
+            f64s(|l| l.sums.xy),
+            f64s(|l| l.sensitivity),
+        ];
+        Ok(RecordBatch::try_new(Self::part_schema(), columns)?)
+    }
+
+    /// Adds the lines of a batch of [`Self::part_schema`] rows (one part's, written elsewhere).
+    pub fn add_part_batch(&mut self, batch: &RecordBatch) -> Result<()> {
+        let column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .ok_or_else(|| Error::Data(format!("part report: no column '{name}'")))
+        };
+        let string = |name: &str| -> Result<StringArray> {
+            Ok(cast(column(name)?, &DataType::Utf8)?
+                .as_string::<i32>()
+                .clone())
+        };
+        let u64s = |name: &str| -> Result<UInt64Array> {
+            Ok(column(name)?
+                .as_primitive_opt::<UInt64Type>()
+                .ok_or_else(|| Error::Data(format!("part report: '{name}' is not uint64")))?
+                .clone())
+        };
+        let f64s = |name: &str| -> Result<Float64Array> {
+            Ok(column(name)?
+                .as_primitive_opt::<Float64Type>()
+                .ok_or_else(|| Error::Data(format!("part report: '{name}' is not float64")))?
+                .clone())
+        };
+        let (names, schemes) = (string(LAYER_NAME)?, string("scheme")?);
+        let shapes = cast(column(SHAPE)?, &i64_list())?;
+        let shapes = shapes.as_list::<i32>();
+        let [numel, before, after, n] = ["numel", "bytes_before", "bytes_after", "n"].map(u64s);
+        let [se, max, xx, yy, xy, sensitivity] = PART_SUMS.map(f64s);
+        let (numel, before, after, n) = (numel?, before?, after?, n?);
+        let (se, max, xx, yy, xy, sensitivity) = (se?, max?, xx?, yy?, xy?, sensitivity?);
+        for i in 0..batch.num_rows() {
+            let sums = ErrorSums {
+                n: n.value(i) as usize,
+                squared_error: se.value(i),
+                max_abs_error: max.value(i),
+                xx: xx.value(i),
+                yy: yy.value(i),
+                xy: xy.value(i),
+            };
+            self.totals.add(&sums);
+            self.lines.push(Line {
+                layer_name: names.value(i).to_string(),
+                shape: shapes.is_valid(i).then(|| {
+                    shapes
+                        .value(i)
+                        .as_primitive::<Int64Type>()
+                        .values()
+                        .to_vec()
+                }),
+                scheme: schemes.value(i).to_string(),
+                numel: numel.value(i),
+                bytes_before: before.value(i),
+                bytes_after: after.value(i),
+                sums,
+                sensitivity: sensitivity.value(i),
+            });
+        }
+        Ok(())
     }
 
     /// Puts the layers in the natural order of their names (a job's partitions finish in any
@@ -202,10 +346,13 @@ impl ReportBuilder {
                 "compression_ratio",
                 f64s(|l| ratio(l.bytes_before, l.bytes_after)),
             ),
-            ("mse", f64s(|l| l.metrics[0])),
-            ("max_abs_error", f64s(|l| l.metrics[1])),
-            ("sqnr_db", f64s(|l| l.metrics[2])),
-            ("cosine_similarity", f64s(|l| l.metrics[3])),
+            ("mse", f64s(|l| l.sums.metrics().mse)),
+            ("max_abs_error", f64s(|l| l.sums.metrics().max_abs_error)),
+            ("sqnr_db", f64s(|l| l.sums.metrics().sqnr_db)),
+            (
+                "cosine_similarity",
+                f64s(|l| l.sums.metrics().cosine_similarity),
+            ),
             ("sensitivity", f64s(|l| l.sensitivity)),
         ];
         let metadata: HashMap<String, String> = TOTALS

@@ -21,6 +21,11 @@ pub async fn run_sql(sql: &str, tables: &[(String, PathBuf)]) -> Result<Vec<Vec<
             .await
             .map_err(|e| Error::Data(format!("{path}: cannot read as Parquet: {e}")))?;
     }
+    run_statements(&ctx, sql).await
+}
+
+/// Runs every statement of `sql` on `ctx`; returns the results of each that produced rows.
+pub async fn run_statements(ctx: &SessionContext, sql: &str) -> Result<Vec<Vec<RecordBatch>>> {
     let dialect = datafusion::sql::sqlparser::dialect::GenericDialect {};
     let statements = datafusion::sql::parser::DFParser::parse_sql_with_dialect(sql, &dialect)
         .map_err(|e| Error::Config(format!("SQL: {e}")))?;
