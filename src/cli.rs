@@ -12,7 +12,7 @@ use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::error::{Error, Result};
 use crate::io::parquet_source::total_rows;
 use crate::job::{self, ConvertOptions, Progress, Report, runtime};
-use crate::kernels::Scheme;
+use crate::kernels::{Method, Scheme};
 use crate::options::{self, DEFAULT_GROUP_SIZE, DEFAULT_SCHEME, Group};
 
 /// Quantize neural-network weight tables stored as Parquet.
@@ -143,6 +143,10 @@ struct ConvertArgs {
     /// One scale per output channel (groups of shape[-1]).
     #[arg(long)]
     per_channel: bool,
+    /// How the linear schemes choose each group's scale: rtn (round to nearest over the range,
+    /// the default) or search (the scale, min or zero point of least squared error; slower).
+    #[arg(long, default_value = "rtn", value_parser = parse_method)]
+    method: Method,
     /// Keep layers whose name matches this glob unquantized (repeatable), e.g. '*norm*'.
     #[arg(long)]
     exclude: Vec<String>,
@@ -175,6 +179,10 @@ struct ConvertArgs {
 
 fn parse_scheme(s: &str) -> std::result::Result<Scheme, String> {
     options::parse_scheme(s).map_err(|e| e.message)
+}
+
+fn parse_method(s: &str) -> std::result::Result<Method, String> {
+    options::parse_method(s).map_err(|e| e.message)
 }
 
 fn parse_group_size(s: &str) -> std::result::Result<Group, String> {
@@ -295,6 +303,7 @@ fn convert_compressed_tensors(args: &ConvertArgs) -> Result<()> {
             group: group_of(args),
             min_cosine: args.min_cosine,
             threads: 0,
+            method: args.method,
         },
         include: args.include.clone(),
         exclude: args.exclude.clone(),
@@ -358,6 +367,7 @@ fn convert(args: &ConvertArgs) -> Result<Report> {
         exclude: args.exclude.clone(),
         overwrite: args.overwrite,
         min_cosine: args.min_cosine,
+        method: args.method,
     };
     opts.quantize().validate()?;
     let report = match &args.cluster {
@@ -457,6 +467,7 @@ fn demo(dir: &Path, scale: f64, scheme: Scheme) -> Result<()> {
         exclude: vec!["*norm*".into()],
         overwrite: true,
         min_cosine: None,
+        method: Method::Rtn,
     };
     let bar = Bar::new(total_rows(&table).unwrap_or(0), "convert");
     let report = runtime()?.block_on(job::convert(&table, &quantized, &opts, &bar))?;

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use crate::kernels::Scheme;
+use crate::kernels::{Method, Scheme};
 
 /// The scheme used when none is given.
 pub const DEFAULT_SCHEME: Scheme = Scheme::Int8;
@@ -47,6 +47,8 @@ pub enum OptionName {
     GroupSize,
     /// The cosine similarity target of `quantize_to_target`.
     MinCosine,
+    /// How the linear schemes choose their scales (`rtn`, `search`).
+    Method,
 }
 
 impl OptionName {
@@ -56,6 +58,7 @@ impl OptionName {
             OptionName::Scheme => "scheme",
             OptionName::GroupSize => "group_size",
             OptionName::MinCosine => "min_cosine",
+            OptionName::Method => "method",
         }
     }
 
@@ -65,6 +68,7 @@ impl OptionName {
             OptionName::Scheme => "--scheme",
             OptionName::GroupSize => "--group-size",
             OptionName::MinCosine => "--min-cosine",
+            OptionName::Method => "--method",
         }
     }
 }
@@ -92,6 +96,12 @@ impl OptionError {
 pub fn parse_scheme(s: &str) -> Result<Scheme, OptionError> {
     s.parse()
         .map_err(|e| OptionError::new(OptionName::Scheme, e))
+}
+
+/// Parses a method name (`rtn`, `search`).
+pub fn parse_method(s: &str) -> Result<Method, OptionError> {
+    s.parse()
+        .map_err(|e: String| OptionError::new(OptionName::Method, e))
 }
 
 /// A group size as given: 0 is one group per tensor, n > 0 groups of n elements.
@@ -144,6 +154,8 @@ pub struct QuantizeOptions {
     pub min_cosine: Option<f64>,
     /// Threads for one large tensor (0: every core).
     pub threads: usize,
+    /// How the linear schemes choose their scales.
+    pub method: Method,
 }
 
 impl Default for QuantizeOptions {
@@ -153,6 +165,7 @@ impl Default for QuantizeOptions {
             group: Group::Size(DEFAULT_GROUP_SIZE),
             min_cosine: None,
             threads: 0,
+            method: Method::Rtn,
         }
     }
 }
@@ -198,6 +211,7 @@ mod tests {
             group,
             min_cosine,
             threads: 1,
+            method: Method::Rtn,
         };
         assert_eq!(opts(Scheme::Int4, Group::Size(64), None).validate(), Ok(()));
         assert_eq!(

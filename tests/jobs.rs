@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use arrowquant::array::i64_list;
 use arrowquant::job::{self, ConvertOptions};
-use arrowquant::kernels::Scheme;
+use arrowquant::kernels::{Method, Scheme};
 use arrowquant::options::Group;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Float32Array, Int64Array, ListArray, RecordBatch, StringArray,
@@ -104,6 +104,7 @@ fn options(
         exclude: exclude.iter().map(|s| s.to_string()).collect(),
         overwrite: true,
         min_cosine,
+        method: Method::Rtn,
     }
 }
 
@@ -158,6 +159,59 @@ fn convert_writes_the_same_q_as_before_the_restructuring() {
             }
         }
     }
+}
+
+/// `convert IN OUT/` writes the parts-and-manifest layout of a cluster job on one machine: the
+/// same q values as the single-file output, the parts numbered in layer order, `_SUCCESS` last
+/// with the parts and the report; a second run needs `overwrite` and replaces the parts.
+#[test]
+fn convert_to_a_directory_writes_parts_and_a_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = golden("convert_input.parquet");
+    let mut opts = options(Scheme::Int4, Group::Size(64), &[], None);
+    opts.overwrite = false;
+    let file = dir.path().join("one.parquet");
+    run(job::convert(&input, &file, &opts, &())).unwrap();
+    let out = dir.path().join("parts/");
+    let report = run(job::convert(&input, &out, &opts, &())).unwrap();
+    assert_eq!(report.batch.num_rows(), 7);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("_SUCCESS")).unwrap()).unwrap();
+    let parts = manifest["parts"].as_array().unwrap();
+    assert!(!parts.is_empty());
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".parquet"))
+        .collect();
+    names.sort();
+    let listed: Vec<String> = parts
+        .iter()
+        .map(|p| p["file"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, listed);
+    assert_eq!(listed[0], "part-00000.parquet");
+    let rows: u64 = parts.iter().map(|p| p["rows"].as_u64().unwrap()).sum();
+    assert_eq!(rows, 7);
+    assert_eq!(manifest["report"]["layers"].as_array().unwrap().len(), 7);
+    assert_eq!(
+        manifest["report"]["bytes_after"].as_u64().unwrap(),
+        report.total("bytes_after") as u64
+    );
+    let want = by_layer(&read(&file), "q");
+    let mut seen = 0;
+    for name in &names {
+        for (layer, q) in by_layer(&read(&out.join(name)), "q") {
+            assert_eq!(q.to_data(), want[&layer].to_data(), "{layer}");
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 7);
+    let again = run(job::convert(&input, &out, &opts, &())).unwrap_err();
+    assert!(again.to_string().contains("--overwrite"), "{again}");
+    opts.overwrite = true;
+    run(job::convert(&input, &out, &opts, &())).unwrap();
+    assert!(out.join("_SUCCESS").is_file());
 }
 
 #[test]

@@ -56,7 +56,12 @@ __all__ = [
 
 
 def quantize_arrow(
-    data: Any, scheme: str = "int8", group_size: int | str | None = DEFAULT_GROUP_SIZE, *, threads: int = 0
+    data: Any,
+    scheme: str = "int8",
+    group_size: int | str | None = DEFAULT_GROUP_SIZE,
+    *,
+    threads: int = 0,
+    method: str = "rtn",
 ) -> pa.Table:
     """Quantize a weight table: ``SELECT <other columns>, quantize(weights, scheme, group_size) AS q``.
 
@@ -66,6 +71,8 @@ def quantize_arrow(
     ``"per_channel"`` for one scale per row of the innermost dimension (needs ``shape``).
     q8_0 and q4_0 always use ggml's blocks of 32. A tensor of a million elements or more is
     split across ``threads`` threads (0: every core) at group boundaries, with the same result.
+    ``method="search"`` chooses each group's scale (and min or zero point) of least squared
+    error instead of rounding to the range (linear schemes; never worse than ``"rtn"``).
 
     >>> import pyarrow as pa, arrowquant as aq
     >>> t = pa.table({"layer_name": ["a", "b"],
@@ -78,11 +85,16 @@ def quantize_arrow(
     """
     import pyarrow as pa
 
-    return pa.table(_internal.quantize_stream(data, scheme, group_size, threads=threads))
+    return pa.table(_internal.quantize_stream(data, scheme, group_size, threads=threads, method=method))
 
 
 def quantize_arrow_batch(
-    batch: Any, scheme: str = "int8", group_size: int | str | None = DEFAULT_GROUP_SIZE, *, threads: int = 0
+    batch: Any,
+    scheme: str = "int8",
+    group_size: int | str | None = DEFAULT_GROUP_SIZE,
+    *,
+    threads: int = 0,
+    method: str = "rtn",
 ) -> pa.RecordBatch:
     """Quantize one record batch (see :func:`quantize_arrow`); returns a ``pyarrow.RecordBatch``.
 
@@ -93,7 +105,7 @@ def quantize_arrow_batch(
     """
     import pyarrow as pa
 
-    return pa.record_batch(_internal.quantize_batch(batch, scheme, group_size, threads=threads))
+    return pa.record_batch(_internal.quantize_batch(batch, scheme, group_size, threads=threads, method=method))
 
 
 def dequantize_arrow(data: Any) -> pa.Table:
@@ -197,6 +209,7 @@ def convert(
     include: list[str] | tuple[str, ...] = (),
     max_shard_bytes: int | None = None,
     config_from: str | os.PathLike[str] | None = None,
+    method: str = "rtn",
 ) -> dict[str, Any]:
     """The streaming job of ``arrowquant convert``: Parquet weight table in, quantized Parquet out.
 
@@ -212,7 +225,7 @@ def convert(
     ``input`` is a Parquet file or a directory of them, read a tensor at a time (memory does not
     grow with the model); ``output`` appears atomically when the job is done. ``group_size`` is as
     in :func:`quantize_arrow`; layers whose names match a glob of ``exclude`` stay float32;
-    ``min_cosine`` picks int2, int4 or int8 per layer. Runs in Rust on every core with the GIL
+    ``min_cosine`` picks int2, int4 or int8 per layer; ``method`` is as in :func:`quantize_arrow`. Runs in Rust on every core with the GIL
     released; returns the report: ``layers`` (shape, scheme, bytes, error metrics, sensitivity
     per layer), ``compression_ratio``, ``cosine_similarity``, ``seconds``.
 
@@ -238,7 +251,7 @@ def convert(
         written = _internal.convert_compressed_tensors(
             os.fspath(input), os.fspath(output), scheme, group_size,
             list(include), list(exclude), overwrite, max_shard_bytes,
-            None if config_from is None else os.fspath(config_from),
+            None if config_from is None else os.fspath(config_from), method,
         )
         return json.loads(written)
     if format not in (None, "parquet"):
@@ -246,7 +259,7 @@ def convert(
     if include or max_shard_bytes is not None:
         raise ConfigError("include and max_shard_bytes are for format='compressed-tensors'")
     report = _internal.convert(
-        os.fspath(input), os.fspath(output), scheme, group_size, list(exclude), min_cosine, overwrite
+        os.fspath(input), os.fspath(output), scheme, group_size, list(exclude), min_cosine, overwrite, method
     )
     return json.loads(report)
 

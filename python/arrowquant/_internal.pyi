@@ -30,6 +30,7 @@ def quantize_stream(
     num_groups: int | None = None,
     min_cosine: float | None = None,
     threads: int = 0,
+    method: str = "rtn",
 ) -> Any: ...
 def quantize_batch(
     batch: Any,
@@ -38,6 +39,7 @@ def quantize_batch(
     num_groups: int | None = None,
     min_cosine: float | None = None,
     threads: int = 0,
+    method: str = "rtn",
 ) -> Any: ...
 def summarize(original: Any, quantized: Any) -> Any: ...
 def dequantize_stream(data: Any) -> Any: ...
@@ -56,6 +58,7 @@ def convert(
     exclude: list[str] = ...,
     min_cosine: float | None = None,
     overwrite: bool = False,
+    method: str = "rtn",
 ) -> str: ...
 def convert_compressed_tensors(
     input: str,
@@ -67,4 +70,5 @@ def convert_compressed_tensors(
     overwrite: bool = False,
     max_shard_bytes: int | None = None,
     config_from: str | None = None,
+    method: str = "rtn",
 ) -> str: ...

@@ -10,16 +10,18 @@ use super::args::{FloatArg, IntArg, RowError, SchemeCache, StrArg, group_at};
 use super::q::{QBuilder, QRows};
 use super::weights::{WeightRows, f32_item};
 use crate::kernels::{
-    dequantize_into, quantize_into_parallel, quantize_to_target, stored_group_size,
+    Method, dequantize_into, quantize_into_with, quantize_to_target, stored_group_size,
 };
 use crate::options;
 
-/// Quantizes every row of `rows` with its scheme and group size (NULL in any gives NULL), a
-/// large row on up to `threads` threads (the SQL function uses 1: partitions are its threads).
+/// Quantizes every row of `rows` with its scheme and group size (NULL in any gives NULL) and
+/// `method`, a large row on up to `threads` threads (the SQL function uses 1: partitions are
+/// its threads).
 pub fn quantize_rows(
     rows: &WeightRows,
     scheme: &StrArg,
     group: &IntArg,
+    method: Method,
     threads: usize,
 ) -> Result<ArrayRef, RowError> {
     let mut schemes = SchemeCache::default();
@@ -46,7 +48,7 @@ pub fn quantize_rows(
             out.null_row().map_err(|e| RowError::new(i, e))?;
             continue;
         };
-        quantize_into_parallel(x, scheme, group, out.buffers(), threads)
+        quantize_into_with(x, scheme, group, method, out.buffers(), threads)
             .map_err(|e| RowError::kernel(i, e))?;
         out.finish_row(scheme, stored_group_size(scheme, group), x.len())
             .map_err(|e| RowError::new(i, e))?;

@@ -217,7 +217,7 @@ pub fn quantize_batch(batch: &RecordBatch, opts: &QuantizeOptions) -> Result<Rec
                 n => n,
             };
             let scheme = StrArg::Const(Some(opts.scheme.name().to_string()));
-            quantize_rows(&rows, &scheme, &group, threads)
+            quantize_rows(&rows, &scheme, &group, opts.method, threads)
         }
     }
     .map_err(|e| data_error(batch, e))?;

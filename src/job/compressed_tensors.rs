@@ -17,7 +17,8 @@ use crate::io::compressed_tensors::{
 };
 use crate::io::safetensors::{SafetensorsModel, element_size, widen_into};
 use crate::kernels::{
-    KernelError, QuantizedBuffers, Scheme, effective_group_size, quantize_into, stored_group_size,
+    KernelError, Method, QuantizedBuffers, Scheme, effective_group_size, quantize_into_with,
+    stored_group_size,
 };
 use crate::options::{Group, QuantizeOptions};
 
@@ -81,6 +82,7 @@ struct Worker {
     bytes: Vec<u8>,
     x: Vec<f32>,
     out: QuantizedBuffers,
+    method: Method,
 }
 
 impl Worker {
@@ -108,7 +110,7 @@ impl Worker {
             self.bytes.resize(n * size, 0);
             read(start * size, &mut self.bytes).map_err(Chunked::Read)?;
             widen_into(dtype, &self.bytes, &mut self.x);
-            quantize_into(&self.x, scheme, group, &mut self.out)
+            quantize_into_with(&self.x, scheme, group, self.method, &mut self.out, 1)
                 .map_err(|e| Chunked::Kernel(e.shifted(start, g)))?;
             start += n;
         }
@@ -424,7 +426,12 @@ pub fn convert_compressed_tensors(
         });
         let produced = (|| -> Result<()> {
             let mut bufs = QuantizedBuffers::default();
-            let mut workers: Vec<Worker> = (0..threads).map(|_| Worker::default()).collect();
+            let mut workers: Vec<Worker> = (0..threads)
+                .map(|_| Worker {
+                    method: opts.quantize.method,
+                    ..Worker::default()
+                })
+                .collect();
             for ((e, bytes), layout) in model.raw_tensors().zip(&layouts) {
                 let bytes = bytes?;
                 let Some(l) = layout else {

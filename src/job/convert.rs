@@ -20,7 +20,7 @@ use super::{Progress, check_paths, job_context, name_layers, write_streams};
 use crate::array::{LAYER_NAME, Q, SHAPE, WEIGHTS, check_options, validate_schema};
 use crate::error::{Error, Result};
 use crate::io::output::{ParquetOutput, metadata};
-use crate::kernels::Scheme;
+use crate::kernels::{Method, Scheme};
 use crate::options::{Group, QuantizeOptions};
 use crate::udf::expr_fn;
 
@@ -40,6 +40,9 @@ pub struct ConvertOptions {
     /// When set, each layer gets the narrowest of int2/int4/int8 reaching this cosine
     /// similarity, and `scheme` is ignored.
     pub min_cosine: Option<f64>,
+    /// How the linear schemes choose their scales.
+    #[serde(serialize_with = "method_name")]
+    pub method: Method,
 }
 
 impl ConvertOptions {
@@ -50,12 +53,17 @@ impl ConvertOptions {
             group: self.group,
             min_cosine: self.min_cosine,
             threads: 0,
+            method: self.method,
         }
     }
 }
 
 fn scheme_name<S: serde::Serializer>(s: &Scheme, ser: S) -> std::result::Result<S::Ok, S::Error> {
     ser.serialize_str(s.name())
+}
+
+fn method_name<S: serde::Serializer>(m: &Method, ser: S) -> std::result::Result<S::Ok, S::Error> {
+    ser.serialize_str(m.name())
 }
 
 fn group_name<S: serde::Serializer>(g: &Group, ser: S) -> std::result::Result<S::Ok, S::Error> {
@@ -103,7 +111,15 @@ fn q_expr(opts: &ConvertOptions) -> Result<(Expr, Option<Expr>)> {
     let group = group_expr(opts.group);
     let quantize = match opts.min_cosine {
         Some(t) => expr_fn::quantize_to_target(ident(WEIGHTS), lit(t), group),
-        None => expr_fn::quantize(ident(WEIGHTS), lit(opts.scheme.name()), group),
+        None if opts.method == Method::Rtn => {
+            expr_fn::quantize(ident(WEIGHTS), lit(opts.scheme.name()), group)
+        }
+        None => expr_fn::quantize_with(
+            ident(WEIGHTS),
+            lit(opts.scheme.name()),
+            group,
+            lit(opts.method.name()),
+        ),
     };
     let excluded = opts
         .exclude

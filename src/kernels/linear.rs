@@ -10,7 +10,7 @@
 use std::mem::MaybeUninit;
 
 use super::scan::{abs_max, min_max};
-use super::{KernelError, QuantizedRef, Scheme, effective_group_size, round_half_away};
+use super::{KernelError, Method, QuantizedRef, Scheme, effective_group_size, round_half_away};
 
 /// Elements quantized per tile: a multiple of 4, so a tile always packs into whole bytes.
 const TILE: usize = 4096;
@@ -98,6 +98,142 @@ fn zero_point_step(lo: f32, hi: f32, q: f32) -> Option<(f32, f32, Step)> {
     Some((d, z, Step::Zp { d, z, q }))
 }
 
+/// Candidates of [`Method::Search`]: the group's range times 1.05 down to 0.70.
+const SEARCH_STEPS: usize = 28;
+
+fn search_shrink(t: usize) -> f32 {
+    1.05 - 0.35 * t as f32 / SEARCH_STEPS as f32
+}
+
+/// The squared error of `g` quantized with `step`, each element rounded and reconstructed
+/// exactly as [`quantize_run`] and [`dequantize`] do, summed in f64.
+#[inline(always)]
+fn step_error(g: &[f32], step: Step) -> f64 {
+    let sq = |v: f32, y: f32| {
+        let r = f64::from(v) - f64::from(y);
+        r * r
+    };
+    match step {
+        Step::Zero => g.iter().map(|&v| sq(v, 0.0)).sum(),
+        Step::Sym { d, q } => g
+            .iter()
+            .map(|&v| sq(v, d * round_half_away(v / d, -q, q) as f32 + 0.0))
+            .sum(),
+        Step::Asym { m, d, q } => g
+            .iter()
+            .map(|&v| sq(v, d * round_half_away((v - m) / d, 0.0, q) as f32 + m))
+            .sum(),
+        // The search never proposes the wide form; RTN's is kept as it is.
+        Step::AsymWide { .. } => f64::INFINITY,
+        Step::Zp { d, z, q } => g
+            .iter()
+            .map(|&v| {
+                let c = (round_half_away(v / d, -z, q - z) + z as i32) as f32;
+                sq(v, (c - z) * d)
+            })
+            .sum(),
+    }
+}
+
+/// The best of the candidates around RTN's `(d, m, step)` for group `g` ([`Method::Search`]):
+/// for each clipped range, the step at that range and its least-squares refit (scale, or scale
+/// and min, for the codes it gives); for zero points also z ± 1. Ties keep the earlier
+/// candidate, RTN first, so the result is never worse than RTN's.
+fn search_step(g: &[f32], rtn: (f32, f32, Step)) -> (f32, f32, Step) {
+    let mut best = (rtn, step_error(g, rtn.2));
+    let mut consider = |cand: (f32, f32, Step)| {
+        let ok = match cand.2 {
+            Step::Sym { d, .. } | Step::Asym { d, .. } | Step::Zp { d, .. } => {
+                d.is_finite() && d > 0.0 && cand.1.is_finite()
+            }
+            _ => false,
+        };
+        if ok {
+            let e = step_error(g, cand.2);
+            if e < best.1 {
+                best = (cand, e);
+            }
+        }
+    };
+    match rtn.2 {
+        Step::Sym { d, q } => {
+            let amax = d * q;
+            for t in 0..=SEARCH_STEPS {
+                let d0 = amax * search_shrink(t) / q;
+                if !(d0.is_finite() && d0 > 0.0) {
+                    continue;
+                }
+                consider((d0, 0.0, Step::Sym { d: d0, q }));
+                let (mut sxl, mut sll) = (0f64, 0f64);
+                for &v in g {
+                    let c = f64::from(round_half_away(v / d0, -q, q));
+                    sxl += f64::from(v) * c;
+                    sll += c * c;
+                }
+                if sll > 0.0 {
+                    let d1 = (sxl / sll) as f32;
+                    consider((d1, 0.0, Step::Sym { d: d1, q }));
+                }
+            }
+        }
+        Step::Asym { m, d, q } => {
+            let range = d * q;
+            let n = g.len() as f64;
+            for t in 0..=SEARCH_STEPS {
+                let s = search_shrink(t);
+                let d0 = range * s / q;
+                let m0 = m + range * (1.0 - s) / 2.0;
+                if !(d0.is_finite() && d0 > 0.0) {
+                    continue;
+                }
+                consider((d0, m0, Step::Asym { m: m0, d: d0, q }));
+                let (mut sc, mut scc, mut sx, mut sxc) = (0f64, 0f64, 0f64, 0f64);
+                for &v in g {
+                    let c = f64::from(round_half_away((v - m0) / d0, 0.0, q));
+                    let x = f64::from(v);
+                    sc += c;
+                    scc += c * c;
+                    sx += x;
+                    sxc += x * c;
+                }
+                let det = n * scc - sc * sc;
+                if det > 0.0 {
+                    let d1 = ((n * sxc - sx * sc) / det) as f32;
+                    let m1 = ((scc * sx - sc * sxc) / det) as f32;
+                    consider((d1, m1, Step::Asym { m: m1, d: d1, q }));
+                }
+            }
+        }
+        Step::Zp { d, z, q } => {
+            let range = d * q;
+            for t in 0..=SEARCH_STEPS {
+                let d0 = range * search_shrink(t) / q;
+                if !(d0.is_finite() && d0 > 0.0) {
+                    continue;
+                }
+                for z0 in [z, z - 1.0, z + 1.0] {
+                    if !(0.0..=q).contains(&z0) {
+                        continue;
+                    }
+                    consider((d0, z0, Step::Zp { d: d0, z: z0, q }));
+                    let (mut sxk, mut skk) = (0f64, 0f64);
+                    for &v in g {
+                        let k = f64::from(round_half_away(v / d0, -z0, q - z0));
+                        sxk += f64::from(v) * k;
+                        skk += k * k;
+                    }
+                    if skk > 0.0 {
+                        let d1 = (sxk / skk) as f32;
+                        consider((d1, z0, Step::Zp { d: d1, z: z0, q }));
+                    }
+                }
+            }
+        }
+        Step::Zero | Step::AsymWide { .. } => {}
+    }
+    best.0
+}
+
 /// Writes one code byte per element of `x` into `codes` (`codes.len() == x.len()`).
 #[inline(always)]
 fn quantize_run(x: &[f32], step: Step, codes: &mut [u8]) {
@@ -178,6 +314,7 @@ multiversion! {
         x: &[f32],
         scheme: Scheme,
         group: usize,
+        method: Method,
         codes: &mut [MaybeUninit<u8>],
         scales: &mut [MaybeUninit<f32>],
         mins: &mut [MaybeUninit<f32>],
@@ -189,6 +326,7 @@ fn quantize_portable(
     x: &[f32],
     scheme: Scheme,
     group: usize,
+    method: Method,
     codes: &mut [MaybeUninit<u8>],
     scales: &mut [MaybeUninit<f32>],
     mins: &mut [MaybeUninit<f32>],
@@ -219,7 +357,11 @@ fn quantize_portable(
             let at = base + pos;
             if at == next_group {
                 let g = &x[at..x.len().min(at.saturating_add(group))];
-                let (d, m, s) = group_step(g, scheme, at)?;
+                let mut chosen = group_step(g, scheme, at)?;
+                if method == Method::Search {
+                    chosen = search_step(g, chosen);
+                }
+                let (d, m, s) = chosen;
                 scales[gi].write(d);
                 if asym {
                     mins[gi].write(m);
@@ -433,21 +575,21 @@ mod tests {
                     (codes, init(scales), init(mins))
                 };
                 let want = run(&|c, s, m| {
-                    quantize_portable(&x, scheme, group, c, s, m).unwrap();
+                    quantize_portable(&x, scheme, group, Method::Rtn, c, s, m).unwrap();
                 });
                 #[cfg(target_arch = "x86_64")]
                 {
                     if crate::kernels::isa_test_can_run(Isa::Avx2) {
                         // SAFETY: AVX2 is present (checked just above).
                         let got = run(&|c, s, m| unsafe {
-                            quantize_avx2(&x, scheme, group, c, s, m).unwrap();
+                            quantize_avx2(&x, scheme, group, Method::Rtn, c, s, m).unwrap();
                         });
                         assert_eq!(got, want, "avx2 {scheme} group {group}");
                     }
                     if crate::kernels::isa_test_can_run(Isa::Avx512) {
                         // SAFETY: AVX-512 F, BW and VL are present (checked just above).
                         let got = run(&|c, s, m| unsafe {
-                            quantize_avx512(&x, scheme, group, c, s, m).unwrap();
+                            quantize_avx512(&x, scheme, group, Method::Rtn, c, s, m).unwrap();
                         });
                         assert_eq!(got, want, "avx512 {scheme} group {group}");
                     }

@@ -56,7 +56,7 @@ mod scheme;
 
 pub use ggml::{gguf_blocks_into, q5_blocks};
 pub use metrics::{ErrorMetrics, ErrorSums, error_metrics, error_sums};
-pub use scheme::{Scheme, UnknownScheme};
+pub use scheme::{Method, Scheme, UnknownScheme};
 
 /// What can go wrong inside a kernel. Element and group indices count from 0 within the tensor.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -330,13 +330,21 @@ struct Part<'a> {
 
 impl Part<'_> {
     /// Quantizes the piece; errors name elements and blocks by their index in the whole tensor.
-    fn run(self, scheme: Scheme, group: usize) -> Result<(), KernelError> {
+    fn run(self, scheme: Scheme, group: usize, method: Method) -> Result<(), KernelError> {
         let result = if scheme.is_k_quant() {
             kquant::quantize(self.x, scheme, self.codes, self.scales, self.mins)
         } else if scheme.block_size().is_some() {
             ggml::quantize(self.x, scheme, self.codes, self.scales)
         } else {
-            linear::quantize(self.x, scheme, group, self.codes, self.scales, self.mins)
+            linear::quantize(
+                self.x,
+                scheme,
+                group,
+                method,
+                self.codes,
+                self.scales,
+                self.mins,
+            )
         };
         result.map_err(|e| e.shifted(self.start, group))
     }
@@ -389,6 +397,19 @@ pub fn quantize_into_parallel(
     out: &mut QuantizedBuffers,
     threads: usize,
 ) -> Result<(), KernelError> {
+    quantize_into_with(x, scheme, group_size, Method::Rtn, out, threads)
+}
+
+/// [`quantize_into_parallel`] with the scales chosen by `method` (linear schemes; the ggml
+/// formats have their own, fixed, encoders and ignore it).
+pub fn quantize_into_with(
+    x: &[f32],
+    scheme: Scheme,
+    group_size: usize,
+    method: Method,
+    out: &mut QuantizedBuffers,
+    threads: usize,
+) -> Result<(), KernelError> {
     if let Some(block) = scheme.block_size()
         && !x.len().is_multiple_of(block)
     {
@@ -419,7 +440,7 @@ pub fn quantize_into_parallel(
     };
     let per_tensor = scheme.block_size().is_none() && group_size == 0;
     let result = if threads <= 1 || x.len() < PARALLEL_MIN_ELEMENTS || per_tensor {
-        whole.run(scheme, group)
+        whole.run(scheme, group, method)
     } else {
         // A multiple of the group and of 4 elements, so every piece starts on a whole byte.
         let align = group / gcd(group, 4) * 4;
@@ -451,10 +472,10 @@ pub fn quantize_into_parallel(
             let mut parts = parts.into_iter();
             let first = parts.next();
             let handles: Vec<_> = parts
-                .map(|p| s.spawn(move || p.run(scheme, group)))
+                .map(|p| s.spawn(move || p.run(scheme, group, method)))
                 .collect();
             // The calling thread does the first piece itself.
-            let mut result = first.map_or(Ok(()), |p| p.run(scheme, group));
+            let mut result = first.map_or(Ok(()), |p| p.run(scheme, group, method));
             for h in handles {
                 let r = h.join().unwrap_or_else(|_| {
                     Err(KernelError::Internal(

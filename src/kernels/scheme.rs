@@ -225,3 +225,47 @@ mod tests {
         assert_eq!(Scheme::Int2.code_bytes(5), 2);
     }
 }
+
+/// How a linear scheme chooses each group's scale (and min or zero point). The codes, and every
+/// reader of them, are the same either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Method {
+    /// Round to nearest over the group's whole range: d = max|x| / q, or (max − min) / q with
+    /// the min (or integer zero point) at the range's bottom. The default.
+    #[default]
+    Rtn,
+    /// Per group, a search over candidate scales (the range clipped by up to 30 %), each refit
+    /// by least squares, and the zero point's neighbours: the candidate of least squared error
+    /// wins, RTN's own among them, so no group is ever worse than RTN.
+    Search,
+}
+
+impl Method {
+    /// Every method.
+    pub const ALL: [Method; 2] = [Method::Rtn, Method::Search];
+
+    /// The method's SQL and CLI name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Rtn => "rtn",
+            Method::Search => "search",
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Method {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Method::ALL
+            .into_iter()
+            .find(|m| m.name().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| format!("unknown method '{s}': expected 'rtn' or 'search'"))
+    }
+}

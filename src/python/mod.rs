@@ -134,8 +134,10 @@ fn options(
     num_groups: Option<usize>,
     min_cosine: Option<f64>,
     threads: usize,
+    method: &str,
 ) -> Result<QuantizeOptions, Error> {
     let scheme = options::parse_scheme(scheme)?;
+    let method = options::parse_method(method)?;
     let group = match (num_groups, group_size) {
         (Some(n), _) => Group::Count(n),
         (None, None) => Group::PerTensor,
@@ -156,6 +158,7 @@ fn options(
         group,
         min_cosine,
         threads,
+        method,
     };
     opts.validate()?;
     Ok(opts)
@@ -185,7 +188,7 @@ fn map_stream(
 /// Quantizes every batch of an Arrow stream (any `__arrow_c_stream__`/`__arrow_c_array__`
 /// producer) into a table: other columns, then `q`.
 #[pyfunction]
-#[pyo3(signature = (data, scheme = "int8", group_size = None, num_groups = None, min_cosine = None, threads = 0))]
+#[pyo3(signature = (data, scheme = "int8", group_size = None, num_groups = None, min_cosine = None, threads = 0, method = "rtn"))]
 fn quantize_stream(
     py: Python<'_>,
     data: AnyRecordBatch,
@@ -194,9 +197,10 @@ fn quantize_stream(
     num_groups: Option<usize>,
     min_cosine: Option<f64>,
     threads: usize,
+    method: &str,
 ) -> PyResult<PyTable> {
-    let opts =
-        options(scheme, group_size, num_groups, min_cosine, threads).map_err(|e| to_py(py, e))?;
+    let opts = options(scheme, group_size, num_groups, min_cosine, threads, method)
+        .map_err(|e| to_py(py, e))?;
     if let Ok(schema) = data.schema() {
         table::validate_schema(&schema).map_err(|e| to_py(py, e))?;
     }
@@ -214,7 +218,7 @@ fn passthrough(py: Python<'_>, data: AnyRecordBatch) -> PyResult<PyTable> {
 
 /// Quantizes one record batch.
 #[pyfunction]
-#[pyo3(signature = (batch, scheme = "int8", group_size = None, num_groups = None, min_cosine = None, threads = 0))]
+#[pyo3(signature = (batch, scheme = "int8", group_size = None, num_groups = None, min_cosine = None, threads = 0, method = "rtn"))]
 fn quantize_batch(
     py: Python<'_>,
     batch: PyRecordBatch,
@@ -223,9 +227,10 @@ fn quantize_batch(
     num_groups: Option<usize>,
     min_cosine: Option<f64>,
     threads: usize,
+    method: &str,
 ) -> PyResult<PyRecordBatch> {
-    let opts =
-        options(scheme, group_size, num_groups, min_cosine, threads).map_err(|e| to_py(py, e))?;
+    let opts = options(scheme, group_size, num_groups, min_cosine, threads, method)
+        .map_err(|e| to_py(py, e))?;
     let batch = batch.into_inner();
     let out = py
         .detach(|| table::quantize_batch(&batch, &opts))
@@ -292,7 +297,7 @@ fn weights_values_address(array: PyArray) -> PyResult<usize> {
 /// `arrowquant convert` as a function: the streaming Parquet-to-Parquet job, run in Rust with
 /// the GIL released; returns the report as JSON (the `--report` file's content).
 #[pyfunction]
-#[pyo3(signature = (input, output, scheme = "int8", group_size = None, exclude = Vec::new(), min_cosine = None, overwrite = false))]
+#[pyo3(signature = (input, output, scheme = "int8", group_size = None, exclude = Vec::new(), min_cosine = None, overwrite = false, method = "rtn"))]
 #[allow(clippy::too_many_arguments)] // the job's options, as Python keyword arguments
 fn convert(
     py: Python<'_>,
@@ -303,14 +308,17 @@ fn convert(
     exclude: Vec<String>,
     min_cosine: Option<f64>,
     overwrite: bool,
+    method: &str,
 ) -> PyResult<String> {
-    let opts = options(scheme, group_size, None, min_cosine, 0).map_err(|e| to_py(py, e))?;
+    let opts =
+        options(scheme, group_size, None, min_cosine, 0, method).map_err(|e| to_py(py, e))?;
     let job = crate::job::ConvertOptions {
         scheme: opts.scheme,
         group: opts.group,
         exclude,
         overwrite,
         min_cosine,
+        method: opts.method,
     };
     let report = py
         .detach(|| crate::job::runtime()?.block_on(crate::job::convert(&input, &output, &job, &())))
@@ -322,7 +330,7 @@ fn convert(
 /// `config_from`, the export of a q table), run with the GIL released; returns what was written
 /// as JSON.
 #[pyfunction]
-#[pyo3(signature = (input, output, scheme = "int8", group_size = None, include = Vec::new(), exclude = Vec::new(), overwrite = false, max_shard_bytes = None, config_from = None))]
+#[pyo3(signature = (input, output, scheme = "int8", group_size = None, include = Vec::new(), exclude = Vec::new(), overwrite = false, max_shard_bytes = None, config_from = None, method = "rtn"))]
 #[allow(clippy::too_many_arguments)] // the job's options, as Python keyword arguments
 fn convert_compressed_tensors(
     py: Python<'_>,
@@ -335,8 +343,9 @@ fn convert_compressed_tensors(
     overwrite: bool,
     max_shard_bytes: Option<usize>,
     config_from: Option<std::path::PathBuf>,
+    method: &str,
 ) -> PyResult<String> {
-    let quantize = options(scheme, group_size, None, None, 0).map_err(|e| to_py(py, e))?;
+    let quantize = options(scheme, group_size, None, None, 0, method).map_err(|e| to_py(py, e))?;
     let job = crate::job::CompressedTensorsOptions {
         quantize,
         include,

@@ -82,6 +82,14 @@ pub mod expr_fn {
         )
     }
 
+    /// `quantize(weights, scheme, group_size, method)`.
+    pub fn quantize_with(weights: Expr, scheme: Expr, group_size: Expr, method: Expr) -> Expr {
+        call(
+            super::Quantize::default(),
+            vec![weights, scheme, group_size, method],
+        )
+    }
+
     /// `quantize_to_target(weights, min_cosine, group_size)`.
     pub fn quantize_to_target(weights: Expr, min_cosine: Expr, group_size: Expr) -> Expr {
         call(

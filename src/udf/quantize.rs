@@ -1,4 +1,4 @@
-//! `quantize(weights [, scheme [, group_size]])` → the `q` struct.
+//! `quantize(weights [, scheme [, group_size [, method]]])` → the `q` struct.
 
 use std::sync::{Arc, OnceLock};
 
@@ -11,9 +11,10 @@ use datafusion::logical_expr::{
 
 use super::{arg_err, check_arity, coerce_int, coerce_string, coerce_weights, doc_section, guard};
 use crate::array::{IntArg, StrArg, WeightRows, q_type, quantize_rows};
+use crate::kernels::Method;
 use crate::options::{self, DEFAULT_GROUP_SIZE, DEFAULT_SCHEME, OptionError, OptionName};
 
-/// `quantize(weights [, scheme [, group_size]])`: quantizes each row's weights.
+/// `quantize(weights [, scheme [, group_size [, method]]])`: quantizes each row's weights.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct Quantize {
     signature: Signature,
@@ -61,8 +62,31 @@ pub(crate) fn option_err(name: &str, e: OptionError) -> DataFusionError {
     let position = match e.option {
         OptionName::Scheme | OptionName::MinCosine => 2,
         OptionName::GroupSize => 3,
+        OptionName::Method => 4,
     };
     arg_err(name, position, e.option.name(), e.message)
+}
+
+/// The `method` argument: a constant string (one method per call), NULL meaning `rtn`.
+fn method_arg(v: &ColumnarValue) -> Result<Method> {
+    let ColumnarValue::Scalar(s) = v else {
+        return Err(arg_err(
+            NAME,
+            4,
+            "method",
+            "expected a constant ('rtn' or 'search'), got a column",
+        ));
+    };
+    match s.try_as_str() {
+        Some(Some(m)) => options::parse_method(m).map_err(|e| option_err(NAME, e)),
+        Some(None) => Ok(Method::Rtn),
+        None => Err(arg_err(
+            NAME,
+            4,
+            "method",
+            format!("expected a string, got {s}"),
+        )),
+    }
 }
 
 fn invoke(args: &ScalarFunctionArgs) -> Result<ColumnarValue> {
@@ -79,7 +103,11 @@ fn invoke(args: &ScalarFunctionArgs) -> Result<ColumnarValue> {
         Some(v) => IntArg::new(v)?,
         None => IntArg::Const(Some(DEFAULT_GROUP_SIZE as i64)),
     };
-    let q = quantize_rows(&rows, &scheme, &group, 1).map_err(|e| e.into_exec(NAME))?;
+    let method = match args.args.get(3) {
+        None => Method::Rtn,
+        Some(v) => method_arg(v)?,
+    };
+    let q = quantize_rows(&rows, &scheme, &group, method, 1).map_err(|e| e.into_exec(NAME))?;
     Ok(ColumnarValue::Array(q))
 }
 
@@ -97,8 +125,8 @@ impl ScalarUDFImpl for Quantize {
             NAME,
             arg_types,
             1,
-            3,
-            "1 to 3 arguments: quantize(weights [, scheme [, group_size]])",
+            4,
+            "1 to 4 arguments: quantize(weights [, scheme [, group_size [, method]]])",
         )?;
         let mut out = vec![coerce_weights(NAME, 1, &arg_types[0])?];
         if let Some(t) = arg_types.get(1) {
@@ -106,6 +134,9 @@ impl ScalarUDFImpl for Quantize {
         }
         if let Some(t) = arg_types.get(2) {
             out.push(coerce_int(NAME, 3, "group_size", t)?);
+        }
+        if let Some(t) = arg_types.get(3) {
+            out.push(coerce_string(NAME, 4, "method", t)?);
         }
         Ok(out)
     }
@@ -117,6 +148,9 @@ impl ScalarUDFImpl for Quantize {
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
         let scalar = |i: usize| args.scalar_arguments.get(i).copied().flatten();
         check_literal_args(NAME, scalar(1), scalar(2))?;
+        if let Some(m) = scalar(3) {
+            method_arg(&ColumnarValue::Scalar(m.clone()))?;
+        }
         Ok(Arc::new(Field::new(NAME, q_type(), true)))
     }
 
@@ -131,7 +165,7 @@ impl ScalarUDFImpl for Quantize {
                 doc_section(),
                 "Quantizes each row's weights into a struct of scheme, bits, group_size, numel, \
                  packed codes, per-group scales and (asymmetric schemes) mins.",
-                "quantize(weights [, scheme [, group_size]])",
+                "quantize(weights [, scheme [, group_size [, method]]])",
             )
             .with_argument(
                 "weights",
@@ -144,6 +178,12 @@ impl ScalarUDFImpl for Quantize {
             .with_argument(
                 "group_size",
                 "elements per scale: 128 by default, 0 for one group per tensor; q8_0/q4_0 use 32, the K-quants 256",
+            )
+            .with_argument(
+                "method",
+                "rtn (default): round to nearest over each group's range; search: per group, \
+                 the candidate scale (and min or zero point) of least squared error, refit by \
+                 least squares, never worse than rtn (linear schemes; the ggml formats ignore it)",
             )
             .with_sql_example("SELECT layer_name, quantize(weights, 'int4', 128) AS q FROM layers")
             .build()
