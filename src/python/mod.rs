@@ -189,6 +189,7 @@ fn map_stream(
 /// producer) into a table: other columns, then `q`.
 #[pyfunction]
 #[pyo3(signature = (data, scheme = "int8", group_size = None, num_groups = None, min_cosine = None, threads = 0, method = "rtn"))]
+#[allow(clippy::too_many_arguments)] // the options, as Python keyword arguments
 fn quantize_stream(
     py: Python<'_>,
     data: AnyRecordBatch,
@@ -219,6 +220,7 @@ fn passthrough(py: Python<'_>, data: AnyRecordBatch) -> PyResult<PyTable> {
 /// Quantizes one record batch.
 #[pyfunction]
 #[pyo3(signature = (batch, scheme = "int8", group_size = None, num_groups = None, min_cosine = None, threads = 0, method = "rtn"))]
+#[allow(clippy::too_many_arguments)] // the options, as Python keyword arguments
 fn quantize_batch(
     py: Python<'_>,
     batch: PyRecordBatch,

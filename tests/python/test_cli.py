@@ -109,7 +109,8 @@ def test_convert_writes_q_keeps_excluded_layers_and_reports(layers, tmp_path):
     meta = pq.read_schema(out).metadata
     assert meta[b"arrowquant.version"] == pq.read_metadata(out).metadata[b"arrowquant.version"]
     assert json.loads(meta[b"arrowquant.options"]) == {
-        "scheme": "int8", "group": "per_channel", "exclude": ["*norm*"], "overwrite": False, "min_cosine": None}
+        "scheme": "int8", "group": "per_channel", "exclude": ["*norm*"], "overwrite": False, "min_cosine": None,
+        "method": "rtn"}
     r = json.loads(report.read_text())
     assert len(r["layers"]) == 6
     by_name = {l["layer_name"]: l for l in r["layers"]}

@@ -47,6 +47,13 @@ MISTAKES = {
         ("--min-cosine: ", "'quantize_to_target' argument 2 (min_cosine): ", "min_cosine: "),
         "expected a cosine similarity between -1 and 1, got 1.5",
     ),
+    "unknown method": (
+        ["--scheme", "int4", "--method", "best"],
+        "SELECT quantize(weights, 'int4', 128, 'best') FROM t",
+        lambda t, p, o: aq.quantize_arrow(t, "int4", 128, method="best"),
+        ("'--method <METHOD>': ", "'quantize' argument 4 (method): ", "method: "),
+        "unknown method 'best': expected 'rtn' or 'search'",
+    ),
 }
 
 
