@@ -99,14 +99,16 @@ fn zero_point_step(lo: f32, hi: f32, q: f32) -> Option<(f32, f32, Step)> {
 }
 
 /// Candidates of [`Method::Search`]: the group's range times 1.05 down to 0.70.
-const SEARCH_STEPS: usize = 28;
+const SEARCH_STEPS: usize = 16;
 
+#[inline(always)]
 fn search_shrink(t: usize) -> f32 {
     1.05 - 0.35 * t as f32 / SEARCH_STEPS as f32
 }
 
 /// The squared error of `g` quantized with `step`, each element rounded and reconstructed
-/// exactly as [`quantize_run`] and [`dequantize`] do, summed in f64.
+/// exactly as [`quantize_run`] and [`dequantize`] do, summed in f64: the final judge of the
+/// search.
 #[inline(always)]
 fn step_error(g: &[f32], step: Step) -> f64 {
     let sq = |v: f32, y: f32| {
@@ -135,103 +137,187 @@ fn step_error(g: &[f32], step: Step) -> f64 {
     }
 }
 
-/// The best of the candidates around RTN's `(d, m, step)` for group `g` ([`Method::Search`]):
-/// for each clipped range, the step at that range and its least-squares refit (scale, or scale
-/// and min, for the codes it gives); for zero points also z ± 1. Ties keep the earlier
-/// candidate, RTN first, so the result is never worse than RTN's.
-fn search_step(g: &[f32], rtn: (f32, f32, Step)) -> (f32, f32, Step) {
-    let mut best = (rtn, step_error(g, rtn.2));
-    let mut consider = |cand: (f32, f32, Step)| {
-        let ok = match cand.2 {
-            Step::Sym { d, .. } | Step::Asym { d, .. } | Step::Zp { d, .. } => {
-                d.is_finite() && d > 0.0 && cand.1.is_finite()
-            }
-            _ => false,
-        };
-        if ok {
-            let e = step_error(g, cand.2);
-            if e < best.1 {
-                best = (cand, e);
+/// Rounds to the nearest integer, ties to even, for |v| < 2^22: one add and one subtract, which
+/// vectorize (the search's scoring only; the codes written use [`round_half_away`]).
+#[inline(always)]
+fn rne(v: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
+    (v + MAGIC) - MAGIC
+}
+
+/// Lanes of the search's f32 accumulators: independent sums the compiler keeps in vector
+/// registers.
+const SEARCH_LANES: usize = 8;
+
+/// Σ over `g` of `f(v)` (four sums at once), in [`SEARCH_LANES`] interleaved f32 accumulators.
+#[inline(always)]
+fn lane_sums<const K: usize>(g: &[f32], f: impl Fn(f32) -> [f32; K]) -> [f32; K] {
+    let mut acc = [[0f32; SEARCH_LANES]; K];
+    let (chunks, rest) = g.as_chunks::<SEARCH_LANES>();
+    for c in chunks {
+        for (l, &v) in c.iter().enumerate() {
+            let r = f(v);
+            for k in 0..K {
+                acc[k][l] += r[k];
             }
         }
-    };
-    match rtn.2 {
+    }
+    for (l, &v) in rest.iter().enumerate() {
+        let r = f(v);
+        for k in 0..K {
+            acc[k][l] += r[k];
+        }
+    }
+    acc.map(|a| a.iter().sum())
+}
+
+/// The search's fast score of a step: its squared error with the inverse scale multiplied in
+/// and ties rounded to even, in f32 (within a rounding of [`step_error`]).
+#[inline(always)]
+fn approx_error(g: &[f32], step: Step) -> f32 {
+    match step {
         Step::Sym { d, q } => {
-            let amax = d * q;
-            for t in 0..=SEARCH_STEPS {
-                let d0 = amax * search_shrink(t) / q;
-                if !(d0.is_finite() && d0 > 0.0) {
-                    continue;
-                }
-                consider((d0, 0.0, Step::Sym { d: d0, q }));
-                let (mut sxl, mut sll) = (0f64, 0f64);
-                for &v in g {
-                    let c = f64::from(round_half_away(v / d0, -q, q));
-                    sxl += f64::from(v) * c;
-                    sll += c * c;
-                }
-                if sll > 0.0 {
-                    let d1 = (sxl / sll) as f32;
-                    consider((d1, 0.0, Step::Sym { d: d1, q }));
-                }
-            }
+            let inv = 1.0 / d;
+            lane_sums(g, |v| {
+                let r = v - d * rne(v * inv).max(-q).min(q);
+                [r * r]
+            })[0]
+        }
+        Step::Asym { m, d, q } => {
+            let inv = 1.0 / d;
+            lane_sums(g, |v| {
+                let r = v - (d * rne((v - m) * inv).max(0.0).min(q) + m);
+                [r * r]
+            })[0]
+        }
+        Step::Zp { d, z, q } => {
+            let inv = 1.0 / d;
+            lane_sums(g, |v| {
+                let r = v - d * (rne(v * inv) + z).max(0.0).min(q) + d * z;
+                [r * r]
+            })[0]
+        }
+        Step::Zero | Step::AsymWide { .. } => f32::INFINITY,
+    }
+}
+
+/// Whether a candidate step is usable: a positive finite scale (and finite min).
+#[inline(always)]
+fn usable(step: Step) -> bool {
+    match step {
+        Step::Sym { d, .. } | Step::Zp { d, .. } => d.is_finite() && d > 0.0,
+        Step::Asym { m, d, .. } => d.is_finite() && d > 0.0 && m.is_finite(),
+        _ => false,
+    }
+}
+
+/// The scale and min (or zero point) a step stores.
+#[inline(always)]
+fn stored(step: Step) -> (f32, f32, Step) {
+    match step {
+        Step::Sym { d, .. } => (d, 0.0, step),
+        Step::Asym { m, d, .. } => (d, m, step),
+        Step::Zp { d, z, .. } => (d, z, step),
+        Step::Zero => (0.0, 0.0, step),
+        Step::AsymWide { m, d, .. } => (d as f32, m, step),
+    }
+}
+
+/// The candidates of one clipped range for group `g`: the step at that range, and its
+/// least-squares refit for the codes it gives (the scale, or scale and min together).
+#[inline(always)]
+fn candidates(g: &[f32], rtn: Step, shrink: f32, z: f32) -> [Step; 2] {
+    let none = Step::Zero;
+    match rtn {
+        Step::Sym { d, q } => {
+            let d0 = d * shrink;
+            let inv = 1.0 / d0;
+            let [sxl, sll] = lane_sums(g, |v| {
+                let c = rne(v * inv).max(-q).min(q);
+                [v * c, c * c]
+            });
+            let refit = if sll > 0.0 { sxl / sll } else { 0.0 };
+            [Step::Sym { d: d0, q }, Step::Sym { d: refit, q }]
         }
         Step::Asym { m, d, q } => {
             let range = d * q;
-            let n = g.len() as f64;
-            for t in 0..=SEARCH_STEPS {
-                let s = search_shrink(t);
-                let d0 = range * s / q;
-                let m0 = m + range * (1.0 - s) / 2.0;
-                if !(d0.is_finite() && d0 > 0.0) {
-                    continue;
-                }
-                consider((d0, m0, Step::Asym { m: m0, d: d0, q }));
-                let (mut sc, mut scc, mut sx, mut sxc) = (0f64, 0f64, 0f64, 0f64);
-                for &v in g {
-                    let c = f64::from(round_half_away((v - m0) / d0, 0.0, q));
-                    let x = f64::from(v);
-                    sc += c;
-                    scc += c * c;
-                    sx += x;
-                    sxc += x * c;
-                }
-                let det = n * scc - sc * sc;
-                if det > 0.0 {
-                    let d1 = ((n * sxc - sx * sc) / det) as f32;
-                    let m1 = ((scc * sx - sc * sxc) / det) as f32;
-                    consider((d1, m1, Step::Asym { m: m1, d: d1, q }));
-                }
-            }
+            let d0 = d * shrink;
+            let m0 = m + range * (1.0 - shrink) / 2.0;
+            let inv = 1.0 / d0;
+            let [sc, scc, sx, sxc] = lane_sums(g, |v| {
+                let c = rne((v - m0) * inv).max(0.0).min(q);
+                [c, c * c, v, v * c]
+            });
+            let n = g.len() as f32;
+            let det = n * scc - sc * sc;
+            let refit = if det > 0.0 {
+                let d1 = (n * sxc - sx * sc) / det;
+                let m1 = (scc * sx - sc * sxc) / det;
+                Step::Asym { m: m1, d: d1, q }
+            } else {
+                none
+            };
+            [Step::Asym { m: m0, d: d0, q }, refit]
         }
-        Step::Zp { d, z, q } => {
-            let range = d * q;
-            for t in 0..=SEARCH_STEPS {
-                let d0 = range * search_shrink(t) / q;
-                if !(d0.is_finite() && d0 > 0.0) {
-                    continue;
-                }
-                for z0 in [z, z - 1.0, z + 1.0] {
-                    if !(0.0..=q).contains(&z0) {
-                        continue;
-                    }
-                    consider((d0, z0, Step::Zp { d: d0, z: z0, q }));
-                    let (mut sxk, mut skk) = (0f64, 0f64);
-                    for &v in g {
-                        let k = f64::from(round_half_away(v / d0, -z0, q - z0));
-                        sxk += f64::from(v) * k;
-                        skk += k * k;
-                    }
-                    if skk > 0.0 {
-                        let d1 = (sxk / skk) as f32;
-                        consider((d1, z0, Step::Zp { d: d1, z: z0, q }));
-                    }
-                }
-            }
+        Step::Zp { d, q, .. } => {
+            let d0 = d * shrink;
+            let inv = 1.0 / d0;
+            let [sxk, skk] = lane_sums(g, |v| {
+                let k = (rne(v * inv) + z).max(0.0).min(q) - z;
+                [v * k, k * k]
+            });
+            let refit = if skk > 0.0 { sxk / skk } else { 0.0 };
+            [Step::Zp { d: d0, z, q }, Step::Zp { d: refit, z, q }]
         }
-        Step::Zero | Step::AsymWide { .. } => {}
+        Step::Zero | Step::AsymWide { .. } => [none, none],
     }
-    best.0
+}
+
+/// The best of the candidates around RTN's `(d, m, step)` for group `g` ([`Method::Search`]):
+/// for each of [`SEARCH_STEPS`] + 1 clipped ranges, the step at that range and its
+/// least-squares refit, scored fast ([`approx_error`]); for zero points, the best range's scale
+/// also with z ± 1. The winner is then judged exactly against RTN ([`step_error`]: the codes and
+/// reconstruction as written) and kept only when strictly better, so no group is ever worse
+/// than RTN's.
+#[inline(always)]
+fn search_step(g: &[f32], rtn: (f32, f32, Step)) -> (f32, f32, Step) {
+    let z = match rtn.2 {
+        Step::Zp { z, .. } => z,
+        Step::Sym { .. } | Step::Asym { .. } => 0.0,
+        Step::Zero | Step::AsymWide { .. } => return rtn,
+    };
+    let mut best = (rtn.2, approx_error(g, rtn.2));
+    // A function, not a closure, so that it inlines into the instruction-set build it runs in.
+    #[inline(always)]
+    fn consider(g: &[f32], best: &mut (Step, f32), s: Step) {
+        if usable(s) {
+            let e = approx_error(g, s);
+            if e < best.1 {
+                *best = (s, e);
+            }
+        }
+    }
+    for t in 0..=SEARCH_STEPS {
+        for s in candidates(g, rtn.2, search_shrink(t), z) {
+            consider(g, &mut best, s);
+        }
+    }
+    if let Step::Zp { d, z, q } = best.0 {
+        let shrink = d / rtn.0.max(f32::MIN_POSITIVE);
+        for z1 in [z - 1.0, z + 1.0] {
+            if (0.0..=q).contains(&z1) {
+                consider(g, &mut best, Step::Zp { d, z: z1, q });
+                for s in candidates(g, rtn.2, shrink, z1) {
+                    consider(g, &mut best, s);
+                }
+            }
+        }
+    }
+    if step_error(g, best.0) < step_error(g, rtn.2) {
+        stored(best.0)
+    } else {
+        rtn
+    }
 }
 
 /// Writes one code byte per element of `x` into `codes` (`codes.len() == x.len()`).

@@ -900,6 +900,9 @@ fn the_search_gains_on_gaussian_weights() {
             sqnr(scheme, group, Method::Rtn),
             sqnr(scheme, group, Method::Search),
         );
+        if std::env::var("SHOW_GAINS").is_ok() {
+            eprintln!("{scheme} g{group}: search {b:.2} dB, rtn {a:.2} dB");
+        }
         assert!(
             b >= a + gain,
             "{scheme} g{group}: search {b:.2} dB, rtn {a:.2} dB"
