@@ -34,6 +34,7 @@ OURS = [
     ("int4_zp g64, search", "int4_zp", 64, "search", 4 + 20 / 64),
     ("int4_zp g32, search", "int4_zp", 32, "search", 4 + 20 / 32),
     ("int4_asym g32, search (f16 min)", "int4_asym", 32, "search", 4 + 32 / 32),
+    ("our q4_k, search (ggml's Q4_K layout; rows of 256)", "q4_k", 256, "search", 4.5),
 ]
 GGML = [("ggml Q4_0", "Q4_0", 4.5), ("ggml IQ4_NL (no imatrix)", "IQ4_NL", 4.5), ("ggml Q4_K (no imatrix)", "Q4_K", 4.5)]
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every fuzz target (fuzz/fuzz_targets: kernels, dequantize, safetensors, gguf, fast_parquet) for a set time each.
+# Runs every fuzz target (fuzz/fuzz_targets: kernels, search, dequantize, safetensors, gguf, fast_parquet) for a set time each.
 #   bash scripts/fuzz.sh [SECONDS_PER_TARGET=600] [TARGET...]
 # cargo-fuzz needs nightly flags (-Z sanitizer); RUSTC_BOOTSTRAP=1 lets the stable toolchain
 # accept them. A crash is saved under fuzz/artifacts/TARGET/ and fails the script.
@@ -9,7 +9,7 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 seconds=${1:-600}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(kernels dequantize safetensors gguf fast_parquet)
+[ ${#targets[@]} -gt 0 ] || targets=(kernels search dequantize safetensors gguf fast_parquet)
 export RUSTC_BOOTSTRAP=1
 # Parquet files are out of a fuzzer's reach from nothing: seed fast_parquet with real ones.
 if [ ! -d fuzz/corpus/fast_parquet ] && [ -x .venv/bin/python ]; then

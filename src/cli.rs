@@ -143,8 +143,10 @@ struct ConvertArgs {
     /// One scale per output channel (groups of shape[-1]).
     #[arg(long)]
     per_channel: bool,
-    /// How the linear schemes choose each group's scale: rtn (round to nearest over the range,
-    /// the default) or search (the scale, min or zero point of least squared error; slower).
+    /// How each group's scale is chosen: rtn (the default: round to nearest over the range;
+    /// ggml's reference encoders, byte-identical to llama-quantize) or search (the linear
+    /// schemes' scale, min or zero point of least squared error, and better q4_k blocks in
+    /// ggml's layout; slower).
     #[arg(long, default_value = "rtn", value_parser = parse_method)]
     method: Method,
     /// Keep layers whose name matches this glob unquantized (repeatable), e.g. '*norm*'.
@@ -419,6 +421,7 @@ fn convert_gguf(args: &ConvertArgs) -> Result<()> {
         allow_requantize: args.allow_requantize,
         overwrite: args.overwrite,
         threads: 0,
+        method: args.method,
     };
     let bar = Bar::new(0, "convert");
     let report = runtime()?.block_on(job::convert_gguf(&args.input, &args.output, &opts, &bar))?;

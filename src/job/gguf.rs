@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::io::gguf::{GgufModel, GgufWriter, Value, type_name};
 use crate::io::output::{commit, temp_beside};
 use crate::kernels::{
-    QuantizedBuffers, Scheme, gguf_blocks_into, q5_blocks, quantize_into_parallel,
+    Method, QuantizedBuffers, Scheme, gguf_blocks_into, q5_blocks, quantize_into_with,
 };
 
 /// llama.cpp's per-tensor type rules for its presets, as SQL over `tensors(layer_name, shape)`
@@ -58,6 +58,9 @@ pub struct GgufOptions {
     pub overwrite: bool,
     /// Threads per tensor (0: every core).
     pub threads: usize,
+    /// The encoder: ggml's reference (`Rtn`, byte-identical to llama-quantize), or the search,
+    /// which writes better q4_k blocks in the same layout.
+    pub method: Method,
 }
 
 /// What the GGUF job wrote: each tensor's name, input type and output type, in output order.
@@ -380,7 +383,7 @@ pub async fn convert_gguf(
                     0 => std::thread::available_parallelism().map_or(1, usize::from),
                     n => n,
                 };
-                quantize_into_parallel(&weights, scheme, 0, &mut q, threads)
+                quantize_into_with(&weights, scheme, 0, opts.method, &mut q, threads)
                     .map_err(|e| Error::Data(format!("tensor '{}' as {scheme}: {e}", info.name)))?;
                 let r = q.view(scheme, 0, weights.len());
                 bytes.clear();

@@ -8,7 +8,7 @@ use std::mem::MaybeUninit;
 
 use super::kquants::{self, KQuant, QK_K};
 use super::scan::min_max;
-use super::{KernelError, QuantizedRef, Scheme};
+use super::{KernelError, Method, QuantizedRef, Scheme};
 
 /// The K-quant of a scheme.
 pub(crate) fn kind(scheme: Scheme) -> Option<KQuant> {
@@ -36,12 +36,14 @@ fn write<T: Copy>(dst: &mut [MaybeUninit<T>], src: &[T]) -> Result<(), KernelErr
     Ok(())
 }
 
-/// Quantizes `x` (a whole number of super-blocks) into ggml's blocks in `codes`, and each
+/// Quantizes `x` (a whole number of super-blocks) into ggml's blocks in `codes` (q4_k with
+/// [`Method::Search`]: ggml's reference blocks improved in the same layout), and each
 /// block's f32 `d` into `scales` and `dmin` into `mins` (empty for q3_k and q6_k). The caller
 /// sizes the slices exactly; on success every element has been written.
 pub fn quantize(
     x: &[f32],
     scheme: Scheme,
+    method: Method,
     codes: &mut [MaybeUninit<u8>],
     scales: &mut [MaybeUninit<f32>],
     mins: &mut [MaybeUninit<f32>],
@@ -61,7 +63,11 @@ pub fn quantize(
     min_max(x, 0)?;
     let mut blocks = Vec::with_capacity(scheme.code_bytes(x.len()));
     // The length was checked above: an error here is a broken invariant.
-    kquants::quantize_k(k, x, &mut blocks).map_err(KernelError::Internal)?;
+    if method == Method::Search && k == KQuant::Q4K {
+        kquants::quantize_q4k_search(x, &mut blocks).map_err(KernelError::Internal)?;
+    } else {
+        kquants::quantize_k(k, x, &mut blocks).map_err(KernelError::Internal)?;
+    }
     let (d, dmin) = kquants::block_scales(k, &blocks).map_err(KernelError::Internal)?;
     if let Some((block, &scale)) = d
         .iter()

@@ -332,7 +332,7 @@ impl Part<'_> {
     /// Quantizes the piece; errors name elements and blocks by their index in the whole tensor.
     fn run(self, scheme: Scheme, group: usize, method: Method) -> Result<(), KernelError> {
         let result = if scheme.is_k_quant() {
-            kquant::quantize(self.x, scheme, self.codes, self.scales, self.mins)
+            kquant::quantize(self.x, scheme, method, self.codes, self.scales, self.mins)
         } else if scheme.block_size().is_some() {
             ggml::quantize(self.x, scheme, self.codes, self.scales)
         } else {

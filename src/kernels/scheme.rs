@@ -236,7 +236,8 @@ pub enum Method {
     Rtn,
     /// Per group, a search over candidate scales (the range clipped by up to 30 %), each refit
     /// by least squares, and the zero point's neighbours: the candidate of least squared error
-    /// wins, RTN's own among them, so no group is ever worse than RTN.
+    /// wins, RTN's own among them, so no group is ever worse than RTN. For q4_k: ggml's
+    /// reference blocks with better sub-block scales and mins, in the same layout.
     Search,
 }
 

@@ -205,3 +205,33 @@ def test_rows_not_a_multiple_of_256_fall_back_as_llama_cpp_does(tmp_path, preset
     assert types.get(fallback, 0) > 0 and types.get("Q8_0", 0) > 0, types
     _, tokens = generate(out, 4)
     assert tokens == 4
+
+
+def test_the_q4_k_search_writes_better_blocks_that_llama_cpp_runs(tiny, q4_k_m, tmp_path):
+    """`--method search`: the same types, shapes and Q4_K layout as llama-quantize's file, every
+    q4_k tensor at least as close to the F32 original (decoded by gguf-py, llama.cpp's format
+    in numpy) and closer on average; llama.cpp loads the file and generates."""
+    import numpy as np
+    from gguf import GGMLQuantizationType, GGUFReader
+    from gguf.quants import dequantize
+
+    out = tmp_path / "tiny-q4_k_m-search.gguf"
+    run("convert", str(tiny), str(out), "--preset", "Q4_K_M", "--method", "search")
+    source = {t.name: np.asarray(t.data, dtype=np.float32) for t in GGUFReader(tiny).tensors}
+    ref = {t.name: t for t in GGUFReader(q4_k_m).tensors}
+    gains = []
+    for t in GGUFReader(out).tensors:
+        r = ref[t.name]
+        assert (t.tensor_type, list(t.shape)) == (r.tensor_type, list(r.shape)), t.name
+        if t.tensor_type != GGMLQuantizationType.Q4_K:
+            assert t.data.tobytes() == r.data.tobytes(), t.name
+            continue
+        x = source[t.name].astype(np.float64).ravel()
+        err = lambda q: float(np.sum((x - dequantize(q.data, q.tensor_type).astype(np.float64).ravel()) ** 2))
+        e_search, e_ref = err(t), err(r)
+        assert e_search <= e_ref, t.name
+        gains.append(10 * np.log10(e_ref / e_search))
+    assert len(gains) >= 8
+    assert np.mean(gains) > 0.1, gains
+    _, tokens = generate(out, 4)
+    assert tokens == 4

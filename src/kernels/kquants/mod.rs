@@ -515,6 +515,145 @@ fn dequantize_block_q6k(b: &[u8; 210], y: &mut [f32; QK_K]) {
 
 // ------------------------------------------------------------- public API
 
+// ------------------------------------------------------- q4_k search (better blocks, same layout)
+
+/// The 6-bit sub-block scales and mins of a Q4_K/Q5_K block, packed as ggml packs them.
+fn pack_scales_k4(ls: &[u8; 8], lm: &[u8; 8]) -> [u8; 12] {
+    let mut sc = [0u8; 12];
+    for j in 0..8 {
+        let (s, m) = (ls[j], lm[j]);
+        if j < 4 {
+            sc[j] = s;
+            sc[j + 4] = m;
+        } else {
+            sc[j + 4] = (s & 0xF) | ((m & 0xF) << 4);
+            sc[j - 4] |= (s >> 4) << 6;
+            sc[j] |= (m >> 4) << 6;
+        }
+    }
+    sc
+}
+
+/// Sub-block `x` (32 values) with scale `d` and min `dm`: its codes, nearest and clamped to
+/// [0, 15], and the squared error of what ggml's decoder makes of them (`d·q − dm`).
+#[inline(always)]
+fn q4k_subblock(x: &[f32], d: f32, dm: f32, codes: &mut [u8; 32]) -> f64 {
+    let mut e = 0f64;
+    for (c, &v) in codes.iter_mut().zip(x) {
+        let q = if d == 0.0 {
+            0
+        } else {
+            nearest_int((v + dm) / d).clamp(0, 15)
+        };
+        *c = q as u8;
+        let r = f64::from(v) - f64::from(d * q as f32 - dm);
+        e += r * r;
+    }
+    e
+}
+
+/// A Q4_K block from its parts: super-block scales, 6-bit sub-block scales/mins and codes.
+fn pack_q4k(d16: u16, dmin16: u16, ls: &[u8; 8], lm: &[u8; 8], l: &[[u8; 32]; 8]) -> [u8; 144] {
+    let mut y = [0u8; 144];
+    y[0..2].copy_from_slice(&d16.to_le_bytes());
+    y[2..4].copy_from_slice(&dmin16.to_le_bytes());
+    y[4..16].copy_from_slice(&pack_scales_k4(ls, lm));
+    for jj in 0..4 {
+        for i in 0..32 {
+            y[16 + 32 * jj + i] = l[2 * jj][i] | (l[2 * jj + 1][i] << 4);
+        }
+    }
+    y
+}
+
+/// The squared error of Q4_K block `b` against `x`, decoded by ggml's decoder.
+fn q4k_error(x: &[f32; QK_K], b: &[u8; 144]) -> f64 {
+    let mut y = [0f32; QK_K];
+    dequantize_block_q4k(b, &mut y);
+    x.iter()
+        .zip(&y)
+        .map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2))
+        .sum()
+}
+
+/// Improves one Q4_K block `b` (ggml's reference encoding of `x`) in place, in the same layout:
+/// for super-block scales near the reference's (×0.97, ×1, ×1.03 each, rounded to f16), every
+/// sub-block takes the pair of 6-bit scale and min (each within two of the reference's,
+/// rescaled) whose codes give the least squared error. The best whole block replaces `b` only
+/// when its error is smaller, so no block is worse than the reference.
+fn refine_q4k(x: &[f32; QK_K], b: &mut [u8; 144]) {
+    let d0 = fp16_to_fp32(rd16(b, 0));
+    let dmin0 = fp16_to_fp32(rd16(b, 2));
+    if !(d0.is_finite() && dmin0.is_finite()) || d0 <= 0.0 {
+        return;
+    }
+    let mut sc = [0u8; 12];
+    sc.copy_from_slice(&b[4..16]);
+    let (mut ls0, mut lm0) = ([0u8; 8], [0u8; 8]);
+    for j in 0..8 {
+        (ls0[j], lm0[j]) = get_scale_min_k4(j, &sc);
+    }
+    let mut best = (*b, q4k_error(x, b));
+    for fd in [1.0f32, 0.97, 1.03] {
+        for fm in [1.0f32, 0.97, 1.03] {
+            let (d16, dmin16) = (fp32_to_fp16(d0 * fd), fp32_to_fp16(dmin0 * fm));
+            let (df, dminf) = (fp16_to_fp32(d16), fp16_to_fp32(dmin16));
+            if !(df > 0.0 && df.is_finite() && dminf.is_finite() && dminf >= 0.0) {
+                continue;
+            }
+            let (mut ls, mut lm, mut l) = ([0u8; 8], [0u8; 8], [[0u8; 32]; 8]);
+            let mut total = 0f64;
+            for j in 0..8 {
+                let xs = &x[32 * j..32 * j + 32];
+                let rescale = |v: u8, from: f32, to: f32| -> i32 {
+                    if to > 0.0 {
+                        nearest_int(f32::from(v) * from / to)
+                    } else {
+                        0
+                    }
+                };
+                let (s_c, m_c) = (rescale(ls0[j], d0, df), rescale(lm0[j], dmin0, dminf));
+                let mut sub = (f64::INFINITY, 0u8, 0u8, [0u8; 32]);
+                for s in (s_c - 2).max(0)..=(s_c + 2).min(63) {
+                    for m in (m_c - 2).max(0)..=(m_c + 2).min(63) {
+                        let mut codes = [0u8; 32];
+                        let e = q4k_subblock(xs, df * s as f32, dminf * m as f32, &mut codes);
+                        if e < sub.0 {
+                            sub = (e, s as u8, m as u8, codes);
+                        }
+                    }
+                }
+                total += sub.0;
+                (ls[j], lm[j], l[j]) = (sub.1, sub.2, sub.3);
+            }
+            if total < best.1 {
+                let blk = pack_q4k(d16, dmin16, &ls, &lm, &l);
+                let e = q4k_error(x, &blk);
+                if e < best.1 {
+                    best = (blk, e);
+                }
+            }
+        }
+    }
+    *b = best.0;
+}
+
+/// Q4_K blocks of `x` (len a multiple of 256) by the search: ggml's reference blocks, each
+/// then improved by [`refine_q4k`]; llama.cpp reads them unchanged.
+pub fn quantize_q4k_search(x: &[f32], out: &mut Vec<u8>) -> Result<(), String> {
+    let start = out.len();
+    quantize_k(KQuant::Q4K, x, out)?;
+    for (chunk, blk) in x.chunks_exact(QK_K).zip(out[start..].chunks_exact_mut(144)) {
+        if let (Ok(xa), Ok(b)) = (
+            <&[f32; QK_K]>::try_from(chunk),
+            <&mut [u8; 144]>::try_from(blk),
+        ) {
+            refine_q4k(xa, b);
+        }
+    }
+    Ok(())
+}
+
 fn run_quant<const B: usize>(x: &[f32], out: &mut Vec<u8>, f: fn(&[f32; QK_K], &mut [u8; B])) {
     out.reserve(x.len() / QK_K * B);
     let mut blk = [0u8; B];
