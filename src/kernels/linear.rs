@@ -149,7 +149,8 @@ fn rne(v: f32) -> f32 {
 /// registers.
 const SEARCH_LANES: usize = 8;
 
-/// Σ over `g` of `f(v)` (four sums at once), in [`SEARCH_LANES`] interleaved f32 accumulators.
+/// Σ over `g` of each of the `K` values `f(v)` returns, in [`SEARCH_LANES`] interleaved f32
+/// accumulators per sum.
 #[inline(always)]
 fn lane_sums<const K: usize>(g: &[f32], f: impl Fn(f32) -> [f32; K]) -> [f32; K] {
     let mut acc = [[0f32; SEARCH_LANES]; K];

@@ -861,13 +861,10 @@ proptest! {
     }
 }
 
-/// The search gains where RTN is known to lose: Gaussian N(0, 0.02²) weights, in dB of SQNR
-/// over RTN.
-#[test]
-fn the_search_gains_on_gaussian_weights() {
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut normal = || {
-        // Box–Muller over a xorshift: deterministic, no dependency.
+/// Standard normal draws from `seed`: Box–Muller over a xorshift, deterministic, no dependency.
+fn normals(seed: u64) -> impl FnMut() -> f64 {
+    let mut state = seed;
+    move || {
         let mut u = || {
             state ^= state << 13;
             state ^= state >> 7;
@@ -875,9 +872,16 @@ fn the_search_gains_on_gaussian_weights() {
             ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
         };
         let (a, b) = (u(), u());
-        ((-2.0 * a.ln()).sqrt() * (std::f64::consts::TAU * b).cos()) as f32 * 0.02
-    };
-    let x: Vec<f32> = (0..1 << 16).map(|_| normal()).collect();
+        (-2.0 * a.ln()).sqrt() * (std::f64::consts::TAU * b).cos()
+    }
+}
+
+/// The search gains where RTN is known to lose: Gaussian N(0, 0.02²) weights, in dB of SQNR
+/// over RTN.
+#[test]
+fn the_search_gains_on_gaussian_weights() {
+    let mut normal = normals(0x2545_f491_4f6c_dd1d);
+    let x: Vec<f32> = (0..1 << 16).map(|_| normal() as f32 * 0.02).collect();
     let sqnr = |scheme: Scheme, group: usize, m: Method| {
         let q = quantize_with_method(&x, scheme, group, m);
         let y = dequantize(x.len(), scheme, group, &q);
@@ -914,17 +918,7 @@ fn the_search_gains_on_gaussian_weights() {
 /// block, and the tensors gain on average; the blocks are valid Q4_K (our decoder reads them).
 #[test]
 fn the_q4_k_search_is_never_worse_than_ggml_and_better_on_average() {
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut normal = || {
-        let mut u = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-        };
-        let (a, b) = (u(), u());
-        (-2.0 * a.ln()).sqrt() * (std::f64::consts::TAU * b).cos()
-    };
+    let mut normal = normals(0x9e37_79b9_7f4a_7c15);
     let n = 1 << 16;
     let gaussian: Vec<f32> = (0..n).map(|_| (normal() * 0.02) as f32).collect();
     let student: Vec<f32> = (0..n)
